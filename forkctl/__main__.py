@@ -1,0 +1,3 @@
+from forkctl.cli import main
+
+main()

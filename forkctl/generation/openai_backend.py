@@ -1,0 +1,74 @@
+"""OpenAI-compatible backend: any server with ``/v1/completions`` (vLLM, SGLang, transformers serve, a provider).
+
+Prompts are rendered locally (chat template + forking token) and sent as raw text, so the server's own chat
+formatting cannot differ from training. Servers that ignore ``n`` are topped up with further requests until each
+prompt has its ``n`` completions. Retries (429, 5xx, timeouts; honouring Retry-After) are the ``openai`` client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str, tokenizer: str | None = None, api_key_env: str | None = None,
+                 concurrency: int = 16, timeout_s: float = 600.0, max_retries: int = 5,
+                 extra_body: dict[str, Any] | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        self.model, self.base_url = model, base_url
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
+        self.api_key = os.environ.get(api_key_env, "") if api_key_env else os.environ.get("OPENAI_API_KEY", "EMPTY")
+        self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
+        self.extra_body = extra_body or {}
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig,
+                 keep_special_tokens: bool = False) -> list[list[Completion]]:
+        return asyncio.run(self._generate_all(requests, sampling, keep_special_tokens))
+
+    async def _generate_all(self, requests: list[Request], sampling: SamplingConfig,
+                            keep_special_tokens: bool) -> list[list[Completion]]:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout_s,
+                             max_retries=self.max_retries)
+        sem = asyncio.Semaphore(self.concurrency)
+        try:
+            return list(await asyncio.gather(*(self._one(client, sem, r, sampling, keep_special_tokens)
+                                               for r in requests)))
+        finally:
+            await client.close()
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, req: Request, sampling: SamplingConfig,
+                   keep_special_tokens: bool) -> list[Completion]:
+        got: list[Completion] = []
+        attempt = 0
+        while len(got) < req.n:
+            want = req.n - len(got)
+            body = dict(self.extra_body)
+            if keep_special_tokens:
+                body["skip_special_tokens"] = False  # vLLM/SGLang: return <thinkN> so the chosen fork is visible
+            async with sem:
+                resp = await client.completions.create(
+                    model=self.model, prompt=req.prompt, n=want, temperature=sampling.temperature,
+                    top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=req.seed + attempt,
+                    extra_body=body or None)
+            attempt += 1
+            if not resp.choices:
+                raise RuntimeError(f"{self.base_url} returned no choices")
+            usage_tokens = resp.usage.completion_tokens if resp.usage and len(resp.choices) == 1 else None
+            prompt_tokens = resp.usage.prompt_tokens if resp.usage else 0
+            for choice in resp.choices[:want]:
+                text = choice.text or ""
+                n_tok = usage_tokens if usage_tokens is not None else \
+                    len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (choice.finish_reason == "stop")
+                got.append(Completion(text=text, num_tokens=n_tok,
+                                      finish_reason="length" if choice.finish_reason == "length" else "stop",
+                                      prompt_tokens=prompt_tokens))
+        return got

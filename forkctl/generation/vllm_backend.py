@@ -1,0 +1,47 @@
+"""vLLM backend: the offline ``vllm.LLM`` engine (tensor/data parallel through its own options).
+
+vLLM is an optional extra (``pip install 'forkctl[vllm]'``), imported only when this backend is chosen.
+Prompts are passed as token ids from :mod:`forkctl.forks` rendering, so vLLM sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, model: str, dtype: str = "auto", engine_args: dict[str, Any] | None = None) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise RuntimeError("the vllm backend needs vLLM: pip install 'forkctl[vllm]' "
+                               f"(or use --backend transformers / openai) [{exc}]") from None
+        args = {"dtype": dtype, "seed": 0, **(engine_args or {})}
+        self.llm = LLM(model=model, **args)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig,
+                 keep_special_tokens: bool = False) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        prompts = [{"prompt_token_ids": self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]}
+                   for r in requests]
+        params = [SamplingParams(n=r.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_new_tokens, seed=r.seed,
+                                 skip_special_tokens=not keep_special_tokens) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[Completion(text=o.text, num_tokens=len(o.token_ids),
+                            finish_reason="length" if o.finish_reason == "length" else "stop",
+                            prompt_tokens=len(out.prompt_token_ids or []), token_ids=_strip_end(o, self.tokenizer))
+                 for o in out.outputs] for out in outputs]
+
+
+def _strip_end(output: Any, tokenizer: Any) -> list[int]:
+    ids = list(output.token_ids)
+    if ids and output.finish_reason == "stop" and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids

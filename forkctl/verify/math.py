@@ -1,0 +1,203 @@
+"""Math answers: extraction from a response, and equivalence with Math-Verify in a bounded process pool.
+
+Math-Verify's own timeouts use ``signal.alarm``, which only works on the main thread, so they are disabled
+(``parsing_timeout=None``, ``timeout_seconds=None``) and each question is judged in a worker process that is
+killed if it overruns: a pathological answer can never hang an eval. This module imports no torch, so worker
+processes start quickly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import re
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*\$?([^\n$]+?)\$?\s*(?:\.|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a response: the last ``\\boxed{...}``, else the last "answer is X", else None."""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip() or None
+    matches = _ANSWER_IS.findall(text)
+    return matches[-1].strip() if matches else None
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start:i - 1]
+    return None
+
+
+def normalize(answer: str) -> str:
+    """A cheap canonical string: equal strings are surely equivalent answers (the fast path)."""
+    s = answer.strip().strip("$").strip()
+    s = re.sub(r"\\(?:text|mathrm)\{([^}]*)\}", r"\1", s)
+    s = re.sub(r"\\[,;! ]|\s+", "", s)
+    s = s.replace("\\left", "").replace("\\right", "").replace("dfrac", "frac").replace("tfrac", "frac")
+    return s.rstrip(".")
+
+
+@dataclass
+class Judgement:
+    """Per answer of one question: correct against the gold answer (None without gold), and an equivalence
+    class id (answers with the same id are the same answer; None = no answer)."""
+
+    correct: list[bool | None]
+    classes: list[int | None]
+
+
+def _parse(answer: str):  # noqa: ANN202 - Math-Verify's parsed list
+    from math_verify import parse
+
+    text = answer if ("\\boxed" in answer or "$" in answer) else f"\\boxed{{{answer}}}"
+    return parse(text, parsing_timeout=None)
+
+
+def _equal(a, b) -> bool:  # noqa: ANN001
+    from math_verify import verify
+
+    try:
+        return bool(verify(a, b, timeout_seconds=None))
+    except Exception:  # Math-Verify raises on exotic sympy objects; unequal is the safe reading
+        return False
+
+
+def judge_answers(gold: str | None, answers: list[str | None]) -> Judgement:
+    """Judge a question's answers in this process (no time bound: call through :class:`MathJudge`)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    gold_parsed = _parse(gold) if gold is not None else None
+    parsed: dict[str, object] = {}
+    reps: list[tuple[str, object]] = []  # (normalised answer, parsed) of each class representative
+    correct: list[bool | None] = []
+    classes: list[int | None] = []
+    for ans in answers:
+        if ans is None:
+            correct.append(False if gold is not None else None)
+            classes.append(None)
+            continue
+        key = normalize(ans)
+        if key not in parsed:
+            parsed[key] = _parse(ans)
+        p = parsed[key]
+        if gold is None:
+            correct.append(None)
+        else:
+            correct.append(key == normalize(gold) or _equal(gold_parsed, p))
+        cls = next((c for c, (rk, rp) in enumerate(reps) if rk == key or _equal(rp, p)), None)
+        if cls is None:
+            reps.append((key, p))
+            cls = len(reps) - 1
+        classes.append(cls)
+    return Judgement(correct, classes)
+
+
+def judge_answers_by_string(gold: str | None, answers: list[str | None]) -> Judgement:
+    """The fallback when Math-Verify overruns: normalised string equality."""
+    keys: dict[str, int] = {}
+    correct: list[bool | None] = []
+    classes: list[int | None] = []
+    for ans in answers:
+        if ans is None:
+            correct.append(False if gold is not None else None)
+            classes.append(None)
+            continue
+        k = normalize(ans)
+        correct.append(None if gold is None else k == normalize(gold))
+        classes.append(keys.setdefault(k, len(keys)))
+    return Judgement(correct, classes)
+
+
+class MathJudge:
+    """Judges many questions in a process pool; a question that overruns its time budget is judged by
+    normalised string equality instead, and the stuck worker is killed."""
+
+    def __init__(self, workers: int = 2, timeout_s: float = 20.0, per_answer_s: float = 2.0) -> None:
+        self.workers, self.timeout_s, self.per_answer_s = workers, timeout_s, per_answer_s
+        self._executor: ProcessPoolExecutor | None = None
+        self.timeouts = 0
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn: workers must not inherit the parent's torch threads or CUDA state
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self._executor
+
+    def _kill(self) -> None:
+        if self._executor is not None:
+            for proc in list(getattr(self._executor, "_processes", {}).values()):
+                proc.kill()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def judge_many(self, items: list[tuple[str | None, list[str | None]]]) -> list[Judgement]:
+        results: list[Judgement | None] = [None] * len(items)
+        # Questions whose answers are all missing need no worker.
+        todo = []
+        for i, (gold, answers) in enumerate(items):
+            if all(a is None for a in answers):
+                results[i] = judge_answers_by_string(gold, answers)
+            else:
+                todo.append(i)
+        while todo:
+            todo = self._run_round(items, todo, results)
+        return results  # type: ignore[return-value]
+
+    def _run_round(self, items: list[tuple[str | None, list[str | None]]], todo: list[int],
+                   results: list[Judgement | None]) -> list[int]:
+        """Run ``todo`` until all finish or one overruns; return what must be resubmitted."""
+        pool = self._pool()
+        futures: dict[Future, int] = {pool.submit(judge_answers, *items[i]): i for i in todo}
+        started: dict[Future, float] = {}
+        while futures:
+            done, _ = wait(futures, timeout=0.05, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = futures.pop(fut)
+                try:
+                    results[i] = fut.result()
+                except Exception as exc:  # a worker crash must not lose the eval
+                    log.warning("Math-Verify failed on question %d (%s); using string equality", i, exc)
+                    results[i] = judge_answers_by_string(*items[i])
+            now = time.monotonic()
+            for fut, i in futures.items():
+                if fut.running():
+                    started.setdefault(fut, now)
+                    budget = self.timeout_s + self.per_answer_s * len(items[i][1])
+                    if now - started[fut] > budget:
+                        self.timeouts += 1
+                        log.warning("Math-Verify overran %.0fs on question %d; using string equality", budget, i)
+                        results[i] = judge_answers_by_string(*items[i])
+                        self._kill()
+                        return [j for f, j in futures.items() if f is not fut]
+        return []
+
+
+_JUDGE: MathJudge | None = None
+
+
+def get_math_judge() -> MathJudge:
+    """The process-wide judge (its pool starts on first use and is shut down at exit)."""
+    global _JUDGE
+    if _JUDGE is None:
+        _JUDGE = MathJudge()
+        atexit.register(_JUDGE.close)
+    return _JUDGE
