@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +31,8 @@ USER_ERRORS = (ValueError, ConfigError, FileNotFoundError, RuntimeError, KeyErro
 
 def _options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """Merge ``--config`` YAML under the options typed on the command line."""
-    explicit = {name for name in values if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    # Compare by name: typer may ship its own copy of click's ParameterSource enum.
+    explicit = {name for name in values if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     return merge(values, explicit, values.get("config"))
 
 

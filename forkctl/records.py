@@ -299,3 +299,54 @@ def write_json(path: str | Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+@dataclass
+class TeacherResponse(Record):
+    """One response of a teacher to a question, as ``collect`` writes it (one per (question, teacher, sample)).
+
+    ``text`` is the message content, ``reasoning`` the separate reasoning field some servers return
+    (``reasoning_content``/``reasoning``) or None, ``answer`` the final answer extracted from them or None.
+    ``error`` is None on success; a request that failed after all its retries is recorded with its error (and
+    ``text`` None) so a run always finishes. ``usage`` is this sample's share when one request returned several.
+    """
+
+    SCHEMA = (("question_id", (str, int), True), ("teacher", (str,), True), ("sample", (int,), True),
+              ("text", (str, type(None)), True), ("reasoning", (str, type(None)), False),
+              ("answer", (str, type(None)), False), ("finish_reason", (str, type(None)), False),
+              ("usage", (dict, type(None)), False), ("latency_s", (float, type(None)), False),
+              ("error", (str, type(None)), False))
+
+    question_id: str
+    teacher: str
+    sample: int
+    text: str | None
+    reasoning: str | None = None
+    answer: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _build(cls, data: dict[str, Any], where: str) -> TeacherResponse:
+        r = super()._build(data, where)
+        r.question_id = str(r.question_id)
+        if r.sample < 0:
+            raise RecordError(where, "sample", "must be >= 0")
+        if r.usage is not None:
+            for name in ("prompt_tokens", "completion_tokens"):
+                if not _check_type(r.usage.get(name, 0), (int,)):
+                    raise RecordError(where, f"usage.{name}", "expected integer")
+        if r.error is None and r.text is None:
+            raise RecordError(where, "text", "null without an error")
+        return r
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.question_id, self.teacher, self.sample)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

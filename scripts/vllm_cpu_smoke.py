@@ -225,6 +225,12 @@ def run_offline(model_dir: Path, ids: dict) -> None:
            [[list(c.token_ids) for c in o.outputs] for o in outs2]
     check(same, "same per-request seed reproduces the same tokens")
 
+    # prompt_logprobs (what a reference-model scorer needs)
+    o = llm.generate(["The quick brown fox"], SamplingParams(max_tokens=1, prompt_logprobs=0))[0]
+    check(o.prompt_logprobs is not None and len(o.prompt_logprobs) == len(o.prompt_token_ids)
+          and o.prompt_logprobs[0] is None and all(o.prompt_logprobs[1:]),
+          "prompt_logprobs returned (first entry None)")
+
     # prompt as token ids + prompt_token_ids for a prompt containing <think2>
     pid_prompt = tokenizer.encode("The quick <think2> fox", add_special_tokens=False)
     check(think2 in pid_prompt, "string prompt with <think2> tokenises to the special id")
@@ -364,6 +370,13 @@ def run_server(model_dir: Path, ids: dict, startup_timeout: float = 300) -> None
         check(len(r.choices) == 3 and all(isinstance(c.message.content, str) for c in r.choices),
               f"/v1/chat/completions n=3 -> {[c.message.content for c in r.choices]}")
         check(r.usage.prompt_tokens > 5, f"chat prompt tokens={r.usage.prompt_tokens}")
+        r = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4, seed=1,
+            logprobs=True, top_logprobs=2,
+            extra_body={"return_tokens_as_token_ids": True, "ignore_eos": True})
+        toks = [t.token for t in r.choices[0].logprobs.content]
+        check(len(toks) == 4 and all(t.startswith("token_id:") for t in toks),
+              f"chat logprobs + return_tokens_as_token_ids: {toks}")
 
         req = urllib.request.Request(
             base + "/tokenize", data=json.dumps({"model": "tiny", "prompt": "hi <think2> there",
@@ -384,7 +397,11 @@ def run_server(model_dir: Path, ids: dict, startup_timeout: float = 300) -> None
         except ProcessLookupError:
             pass
         logf.close()
-        log(f"server stopped in {time.time() - t1:.1f}s (rc={proc.returncode}); log: {log_path}")
+        ok = sys.exc_info()[0] is None
+        if ok:
+            log_path.unlink(missing_ok=True)
+        log(f"server stopped in {time.time() - t1:.1f}s (rc={proc.returncode})"
+            + ("" if ok else f"; log kept: {log_path}"))
 
 
 def main() -> int:

@@ -106,6 +106,10 @@ def judge_answers(gold: str | None, answers: list[str | None]) -> Judgement:
     return Judgement(correct, classes)
 
 
+def _warm_up() -> None:
+    import math_verify  # noqa: F401
+
+
 def judge_answers_by_string(gold: str | None, answers: list[str | None]) -> Judgement:
     """The fallback when Math-Verify overruns: normalised string equality."""
     keys: dict[str, int] = {}
@@ -135,6 +139,9 @@ class MathJudge:
         if self._executor is None:
             # spawn: workers must not inherit the parent's torch threads or CUDA state
             self._executor = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+            # Start the workers and import Math-Verify before any time budget runs.
+            for fut in [self._executor.submit(_warm_up) for _ in range(self.workers)]:
+                fut.result()
         return self._executor
 
     def _kill(self) -> None:

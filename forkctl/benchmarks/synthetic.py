@@ -1,0 +1,273 @@
+"""The built-in synthetic multi-strategy task: a controlled world where forking-token claims are measurable on a CPU.
+
+Question: labelled digits, answer = the last digit of their sum::
+
+    sum mod 10: a3 b4 c5 d1                      -> 3
+
+Three strategies reach the same answer through visibly different reasoning:
+
+- ``forward`` (long, easy): one step per item, carrying the running sum mod 10. Length grows with the input
+  (4 tokens per item), so under a length budget (``max_new_tokens``) it overruns on long questions::
+
+      a3=3 b4=7 c5=2 d1=3 answer=3
+
+- ``pairs`` (medium): one step per *pair* of items, values not written out (two look-ups and a three-way sum per
+  step: harder, but 2.5 tokens per item)::
+
+      a+b=7 c+d=3 answer=3
+
+- ``direct`` (short, hard): count the items, then answer in one shot (fine for 2-3 items, near chance for 12)::
+
+      4 numbers, answer=3
+
+So which strategy is best depends on the question (its length against the budget), which ``gfpo`` exploits.
+:func:`classify` names the strategy of any text from its structure (the order and arity of its steps), or
+``unknown``; :func:`check` extracts and judges the answer. Questions are split into train and test by a hash of
+their text, so the registered benchmark ``synthetic`` (held-out questions) never overlaps training data written by
+:func:`write_trace_sets` / ``forkctl synthetic-data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forkctl.benchmarks.base import Benchmark, Scored, register
+from forkctl.records import Question, Trace, TraceSet, write_records
+
+STRATEGIES = ("forward", "pairs", "direct")
+LETTERS = "abcdefghijkl"
+MIN_ITEMS, MAX_ITEMS = 2, len(LETTERS)
+PROBLEM_PREFIX = "sum mod 10:"
+TEST_FRACTION_MOD = 10  # a question is held-out (test) when hash(problem) % 10 == 0
+
+_ANSWER_RE = re.compile(r"answer=(\d+)")
+_FINAL_RE = re.compile(r"answer=\d+")
+_PROBLEM_RE = re.compile(r"([a-l])(\d)")
+_FORWARD_STEP = re.compile(r"^([a-l])(\d)=(\d)$")
+_PAIRS_STEP = re.compile(r"^([a-l])(?:\+([a-l]))?=(\d)$")
+_DIRECT_STEP = re.compile(r"^(\d+) numbers,$")
+_DIRECT_STEP_JOIN = re.compile(r"(\d+) numbers,")
+
+
+@dataclass
+class Problem:
+    values: list[int]
+
+    @property
+    def letters(self) -> str:
+        return LETTERS[: len(self.values)]
+
+    @property
+    def text(self) -> str:
+        return PROBLEM_PREFIX + " " + " ".join(f"{c}{v}" for c, v in zip(self.letters, self.values))
+
+    @property
+    def answer(self) -> int:
+        return sum(self.values) % 10
+
+    @property
+    def is_test(self) -> bool:
+        return is_test_problem(self.text)
+
+
+def is_test_problem(text: str) -> bool:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % TEST_FRACTION_MOD == 0
+
+
+def parse_problem(text: str) -> Problem:
+    """The digits of a problem text written by :class:`Problem`."""
+    if not text.startswith(PROBLEM_PREFIX):
+        raise ValueError(f"not a synthetic problem: {text[:40]!r}")
+    return Problem([int(v) for _, v in _PROBLEM_RE.findall(text[len(PROBLEM_PREFIX):])])
+
+
+def solve(problem: Problem, strategy: str) -> str:
+    """The reasoning trace of ``strategy`` for ``problem`` (always correct)."""
+    vals, letters = problem.values, problem.letters
+    if strategy == "forward":
+        steps, acc = [], 0
+        for c, v in zip(letters, vals):
+            acc = (acc + v) % 10
+            steps.append(f"{c}{v}={acc}")
+        return " ".join(steps) + f" answer={problem.answer}"
+    if strategy == "pairs":
+        steps, acc = [], 0
+        for k in range(0, len(vals), 2):
+            acc = (acc + sum(vals[k:k + 2])) % 10
+            steps.append("+".join(letters[k:k + 2]) + f"={acc}")
+        return " ".join(steps) + f" answer={problem.answer}"
+    if strategy == "direct":
+        return f"{len(vals)} numbers, answer={problem.answer}"
+    raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def classify(text: str) -> str:
+    """The strategy of a generated text, judged from its structure only (not its correctness); else "unknown".
+
+    forward: steps ``Xv=s`` over consecutive letters from ``a``; pairs: steps ``X+Y=s`` over consecutive letter
+    pairs from ``a+b`` (the last may be single); direct: ``k numbers,`` then the answer. A truncated text
+    (no final answer) is still classified by the steps it has, as long as it has at least one complete step.
+    """
+    text = text.strip()
+    if not text:
+        return "unknown"
+    parts = _DIRECT_STEP_JOIN.sub(r"\1_numbers,", text).split()
+    parts = [p.replace("_numbers,", " numbers,") for p in parts]
+    has_answer = _FINAL_RE.fullmatch(parts[-1]) is not None
+    steps = parts[:-1] if has_answer else parts
+    if not has_answer and steps and not _complete_step(steps[-1]):
+        steps = steps[:-1]  # an unfinished last step of a truncated text
+    if not steps:
+        return "unknown"
+    if len(steps) == 1 and _DIRECT_STEP.match(steps[0]):
+        return "direct" if has_answer else "unknown"
+    forward = [_FORWARD_STEP.match(s) for s in steps]
+    if all(forward) and "".join(m.group(1) for m in forward) == LETTERS[: len(steps)]:
+        return "forward"
+    pairs = [_PAIRS_STEP.match(s) for s in steps]
+    if all(pairs):
+        seen = "".join(m.group(1) + (m.group(2) or "") for m in pairs)
+        singles = [m.group(2) is None for m in pairs]
+        if seen == LETTERS[: len(seen)] and not any(singles[:-1]):
+            return "pairs"
+    return "unknown"
+
+
+def _complete_step(step: str) -> bool:
+    return bool(_FORWARD_STEP.match(step) or _PAIRS_STEP.match(step) or _DIRECT_STEP.match(step))
+
+
+def extract_answer(text: str) -> str | None:
+    """The last ``answer D`` of a text, as a string of digits, or None."""
+    found = _ANSWER_RE.findall(text)
+    return found[-1] if found else None
+
+
+def check(problem_text: str, text: str, expected: str | None = None) -> tuple[str | None, bool]:
+    """(extracted answer, correct) for a response to a synthetic problem."""
+    answer = extract_answer(text)
+    truth = expected if expected is not None else str(parse_problem(problem_text).answer)
+    return answer, answer is not None and int(answer) == int(truth)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation of questions and training data
+
+
+def generate_problems(count: int, seed: int = 0, split: str = "train", min_items: int = MIN_ITEMS,
+                      max_items: int = MAX_ITEMS) -> list[Problem]:
+    """``count`` distinct problems of ``split`` (train or test: disjoint by a hash of the text), lengths uniform in
+    [min_items, max_items]. Deterministic in ``seed``."""
+    if not MIN_ITEMS <= min_items <= max_items <= MAX_ITEMS:
+        raise ValueError(f"items per question must satisfy {MIN_ITEMS} <= min <= max <= {MAX_ITEMS}, "
+                         f"got {min_items}..{max_items}")
+    if split not in {"train", "test"}:
+        raise ValueError(f"split must be train or test, got {split!r}")
+    rng = random.Random(f"synthetic|{seed}|{split}")
+    seen: set[str] = set()
+    out: list[Problem] = []
+    attempts = 0
+    while len(out) < count:
+        attempts += 1
+        if attempts > 200 * count + 10_000:
+            raise ValueError(f"could not draw {count} distinct {split} questions with {min_items}..{max_items} items")
+        p = Problem([rng.randint(0, 9) for _ in range(rng.randint(min_items, max_items))])
+        if p.text in seen or p.is_test != (split == "test"):
+            continue
+        seen.add(p.text)
+        out.append(p)
+    return out
+
+
+def trace_set(problem: Problem, qid: str, strategies: tuple[str, ...] = STRATEGIES,
+              rng: random.Random | None = None) -> TraceSet:
+    """A trace set with one trace per strategy (in a random order when ``rng`` is given: real trace sets carry
+    no consistent order, and a fixed one would let tie-breaking fake a specialisation)."""
+    order = list(strategies)
+    if rng is not None:
+        rng.shuffle(order)
+    traces = [Trace(teacher="synthetic", text=solve(problem, s), extra={"strategy": s}) for s in order]
+    return TraceSet(id=qid, problem=problem.text, answer=str(problem.answer), traces=traces,
+                    extra={"num_items": len(problem.values)})
+
+
+def write_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0, strategies: list[str] | None = None,
+                     min_items: int = MIN_ITEMS, max_items: int = MAX_ITEMS, shuffle: bool = True) -> Path:
+    """Write a trace-set JSONL of training (never held-out) questions, one trace per strategy each."""
+    strats = tuple(strategies or STRATEGIES)
+    for s in strats:
+        if s not in STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; use one of {', '.join(STRATEGIES)}")
+    if questions < 1:
+        raise ValueError(f"--questions must be >= 1, got {questions}")
+    rng = random.Random(f"order|{seed}")
+    problems = generate_problems(questions, seed, "train", min_items, max_items)
+    path = Path(out)
+    write_records(path, [trace_set(p, f"syn-train-{seed}-{i}", strats, rng if shuffle else None)
+                         for i, p in enumerate(problems)])
+    return path
+
+
+def corpus(num_questions: int = 3000, seed: int = 0) -> list[str]:
+    """Text for training a task-fitted tokenizer: problems and every strategy's traces."""
+    lines = ["user assistant system"] * 200  # the chat markup words, so the template tokenises compactly
+    for p in generate_problems(num_questions, seed, "train") + generate_problems(num_questions // 9, seed, "test"):
+        lines.append(p.text)
+        lines.extend(solve(p, s) for s in STRATEGIES)
+    return lines
+
+
+def build_synthetic_model(out_dir: str | Path, num_forks: int = 3, hidden_size: int = 128, num_layers: int = 4,
+                          num_heads: int = 4, intermediate_size: int = 512, vocab_size: int = 320,
+                          seed: int = 0) -> Path:
+    """A fresh tiny Qwen2 (~1 M parameters) with a tokenizer fitted to this task (each letter and digit is a token)
+    and ``num_forks`` forking tokens: the base the synthetic experiment trains from."""
+    from forkctl.toy import build_toy_model
+
+    return build_toy_model(out_dir, num_forks=num_forks, hidden_size=hidden_size, num_layers=num_layers,
+                           num_heads=num_heads, num_kv_heads=max(1, num_heads // 2),
+                           intermediate_size=intermediate_size, vocab_size=vocab_size, max_positions=512,
+                           seed=seed, corpus=corpus(seed=seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+class SyntheticBenchmark(Benchmark):
+    """Held-out synthetic questions; each scored sample records its detected ``strategy`` and ``num_items``."""
+
+    def __init__(self, name: str = "synthetic", count: int = 300, seed: int = 0, min_items: int = MIN_ITEMS,
+                 max_items: int = MAX_ITEMS) -> None:
+        self.name, self.count, self.seed = name, count, seed
+        self.min_items, self.max_items = min_items, max_items
+
+    def load(self) -> list[Question]:
+        return [Question(id=f"syn-test-{self.seed}-{i}", problem=p.text, answer=str(p.answer),
+                         extra={"num_items": len(p.values)})
+                for i, p in enumerate(generate_problems(self.count, self.seed, "test", self.min_items,
+                                                        self.max_items))]
+
+    def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
+        out = []
+        for q, texts in items:
+            n = len(parse_problem(q.problem).values)
+            row = []
+            for t in texts:
+                answer, correct = check(q.problem, t, q.answer)
+                row.append(Scored(answer, correct, None if answer is None else int(answer),
+                                  {"strategy": classify(t), "num_items": n}))
+            out.append(row)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": "forkctl.benchmarks.synthetic", "count": self.count,
+                "seed": self.seed, "items": [self.min_items, self.max_items]}
+
+
+register("synthetic")(lambda: SyntheticBenchmark())
