@@ -175,6 +175,162 @@ def toy_model_cmd(
     console.print(f"wrote a tiny Qwen2 with {num_forks} forking tokens to {path}")
 
 
+@app.command("collect")
+def collect_cmd(
+    ctx: typer.Context,
+    questions: Optional[str] = typer.Option(None, help="Questions: a benchmark name (aime24, aime25, math500, ...) "
+                                            "or a file (.jsonl/.parquet with id, problem, answer)."),
+    teachers: Optional[str] = typer.Option(None, help="YAML file listing the teachers: name, base_url, model, "
+                                           "api_key_env (the NAME of the variable holding the key, never the key), "
+                                           "samples, concurrency, rpm, params, price, timeout, send_n. See "
+                                           "examples/teachers.yaml."),
+    samples: int = typer.Option(1, help="Samples per teacher per question (a teacher's own 'samples' wins)."),
+    out: str = typer.Option("runs/traces.jsonl", help="Output JSONL, one response per line. Rerunning the same "
+                            "command requests only the (question, teacher, sample) not yet recorded; the resolved "
+                            "config is saved beside it as <name>.config.json."),
+    concurrency: int = typer.Option(64, help="Requests in flight over all teachers (each teacher also has its own "
+                                    "'concurrency', defaulting to this)."),
+    timeout: float = typer.Option(600.0, help="Per-request timeout in seconds (a teacher's 'timeout' wins)."),
+    max_retries: int = typer.Option(6, help="Retries per request on 429, 5xx, timeouts, connection errors and "
+                                    "malformed or empty responses; then the failure is recorded with its error."),
+    backoff: float = typer.Option(1.0, help="Base of the exponential backoff in seconds (doubling per retry, with "
+                                  "jitter); a server's Retry-After wins."),
+    max_backoff: float = typer.Option(60.0, help="Longest backoff between retries, in seconds."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first LIMIT questions."),
+    prompt_template: str = typer.Option("{problem}\n\nPlease reason step by step, and put your final answer "
+                                        "within \\boxed{}.", help="User message; {problem} is replaced by the "
+                                        "question."),
+    system_prompt: Optional[str] = typer.Option(None, help="A system message to put before each question."),
+    retry_failed: bool = typer.Option(False, help="Request again the responses recorded as failed by an earlier "
+                                      "run (their error lines are removed first, so each key stays recorded once)."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
+                                          "are an error)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Collect reasoning traces from several teachers (OpenAI-compatible APIs): resumable, rate-limited, costed."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    from forkctl.collect import CollectConfig, run_collect, summary_table
+
+    def go() -> None:
+        opts = _options(ctx, values)
+        opts.pop("config"), opts.pop("quiet")
+        result = run_collect(CollectConfig(**opts), progress=not quiet)
+        Console().print(summary_table(result))
+        console.print(f"wrote {result.out_path} (config: {result.config_path})")
+        if result.failed:
+            console.print(f"[yellow]{result.failed} responses failed after retries and were recorded with their "
+                          f"error; rerun with --retry-failed to request them again[/]")
+        aborted = {t: s for t, s in result.stats.items() if s.aborted}
+        if aborted:
+            raise RuntimeError("; ".join(f"teacher {t} stopped ({s.aborted}); its {s.unsent} remaining responses "
+                                         f"were not requested: fix it and rerun to resume" for t, s in aborted.items()))
+
+    _run(go)
+
+
+@app.command("filter")
+def filter_cmd(
+    ctx: typer.Context,
+    traces: Optional[str] = typer.Option(None, help="Responses written by forkctl collect (JSONL)."),
+    questions: Optional[str] = typer.Option(None, help="The questions they answer: benchmark name or file (gives "
+                                            "the problem text and the gold answers)."),
+    out: str = typer.Option("runs/trace_sets.jsonl", help="Output trace sets for ssft (JSONL: id, problem, answer, "
+                            "traces[{teacher, text}]); a <name>.summary.json is written beside it."),
+    max_traces: int = typer.Option(4, help="M: most traces kept per question, taken round-robin over teachers so "
+                                   "they come from as many different teachers as possible."),
+    min_traces: int = typer.Option(1, help="Questions left with fewer traces are dropped."),
+    mode: str = typer.Option("reference", help="reference: keep answers Math-Verify-equivalent to the gold answer; "
+                             "majority: group answers by Math-Verify equivalence and keep the largest group when it "
+                             "holds at least --quorum of the answers (a tie keeps nothing)."),
+    quorum: float = typer.Option(0.5, help="majority mode: share of the answered responses the largest group needs."),
+    dedup_threshold: float = typer.Option(0.8, help="Drop a trace whose word 5-gram Jaccard similarity with a kept "
+                                          "one is at least this (1.0 drops only exact copies)."),
+    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer (local dir or name) measuring --max-tokens."),
+    max_tokens: Optional[int] = typer.Option(None, help="Drop traces longer than this many tokens of --tokenizer."),
+    reasoning_separator: str = typer.Option("\n</think>\n\n", help="Put between a response's separate reasoning "
+                                            "field and its content to form the trace text."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
+                                          "are an error)."),
+) -> None:
+    """Keep up to M distinct correct traces per question (dropping failed, truncated, wrong, duplicate, too long)."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    from forkctl.filter import FilterConfig, run_filter, summary_tables
+
+    def go() -> None:
+        opts = _options(ctx, values)
+        opts.pop("config")
+        result = run_filter(FilterConfig(**opts))
+        for table in summary_tables(result):
+            Console().print(table)
+        console.print(f"wrote {len(result.trace_sets)} trace sets to {result.out_path} (summary: "
+                      f"{result.summary_path})")
+
+    _run(go)
+
+
+@app.command("gfpo")
+def gfpo_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, help="Starting checkpoint: an SSFT model with forking tokens."),
+    data: str = typer.Option("synthetic", help="Training questions with answers: a benchmark name (synthetic, "
+                             "aime24, math500, ...) or a questions file."),
+    out: str = typer.Option("runs/gfpo", help="Output directory: checkpoint/, gfpo_log.jsonl (per-step stats), "
+                            "gfpo_state.pt (for --resume), gfpo_config.json."),
+    num_forks: Optional[int] = typer.Option(None, help="Forking tokens N [default: from the checkpoint]."),
+    estimator: str = typer.Option("sampled", help="sampled: GRPO-style groups of --group-size tokens drawn from π, "
+                                  "advantage r - mean(group); exhaustive: --group-size rollouts for EVERY token, "
+                                  "exact expected-reward gradient sum_i grad π_i (v_i - b)."),
+    group_size: int = typer.Option(8, help="G: rollouts per question (sampled) or per token (exhaustive)."),
+    steps: int = typer.Option(20, help="Optimiser steps."),
+    batch_size: int = typer.Option(16, help="Questions per step (split across accelerate processes)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate [default: 0.05 for --train fork-head, 1e-6 for "
+                                       "full]."),
+    beta: float = typer.Option(0.0, help="Weight of the exact KL(π || π_start) over the N tokens."),
+    clip: float = typer.Option(0.2, help="PPO ratio clipping epsilon (matters with --ppo-epochs > 1)."),
+    ppo_epochs: int = typer.Option(1, help="Policy updates per batch of rollouts (sampled estimator)."),
+    scale_rewards: bool = typer.Option(False, help="Divide group advantages by the group's reward std."),
+    train: str = typer.Option("fork-head", help="fork-head: only the forking tokens' output rows (untied), on the "
+                              "frozen hidden state; the reasoning modes cannot drift. full: every parameter (the "
+                              "paper's update; needs --rollout-backend transformers to stay on-policy)."),
+    rollout_backend: str = typer.Option("transformers", help="Rollouts: transformers (the learner's own weights), "
+                                        "vllm, or openai (an OpenAI-compatible server such as a vllm serve fleet; "
+                                        "the learner keeps the policy)."),
+    base_url: Optional[str] = typer.Option(None, help="openai rollouts: server URL."),
+    tokenizer: Optional[str] = typer.Option(None, help="openai rollouts: tokenizer to render prompts [default: "
+                                            "--model]."),
+    api_key_env: Optional[str] = typer.Option(None, help="openai rollouts: NAME of the variable holding the key."),
+    concurrency: int = typer.Option(16, help="openai rollouts: requests in flight."),
+    rollout_batch_size: int = typer.Option(64, help="transformers rollouts: sequences per generate batch."),
+    temperature: float = typer.Option(0.6, help="Rollout sampling temperature."),
+    top_p: float = typer.Option(0.95, help="Rollout nucleus sampling."),
+    max_new_tokens: int = typer.Option(1024, help="Rollout length budget (a truncated rollout earns its judged "
+                                       "reward, usually 0)."),
+    reward: str = typer.Option("auto", help="Reward: auto = the data benchmark's own judge (Math-Verify for math, "
+                               "the checker for synthetic)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first LIMIT questions."),
+    seed: int = typer.Option(0, help="Random seed (token sampling, question order)."),
+    save_every: int = typer.Option(0, help="Also checkpoint every this many steps (0: only at the end)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint and step."),
+    system_prompt: Optional[str] = typer.Option(None, help="A system message before each question."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI wins; unknown keys are an "
+                                          "error)."),
+    quiet: bool = typer.Option(False, help="No per-step lines."),
+) -> None:
+    """RL on the choice of forking token only: sample <think i> from π(·|x), roll out, reward, update log π."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    from forkctl.gfpo import GFPOConfig, run_gfpo
+
+    def go() -> None:
+        opts = _options(ctx, values)
+        opts.pop("config"), opts.pop("quiet")
+        if opts.pop("reward") not in ("auto",):
+            raise ValueError("--reward: only 'auto' (the benchmark's judge) is available yet")
+        result = run_gfpo(GFPOConfig(**opts), progress=not quiet)
+        console.print(f"wrote {result['checkpoint']}")
+
+    _run(go)
+
+
 def main() -> None:
     app(prog_name="forkctl")
 

@@ -64,13 +64,14 @@ install_extras() {
 
 install_project() {
   if [ -f "$REPO_ROOT/pyproject.toml" ]; then
-    step_start "pip install -e $REPO_ROOT --no-deps"
+    step_start "pip install -e $REPO_ROOT (its dependencies too, torch and transformers kept pinned)"
     # setuptools prints pages of build-backend warnings even with -q: show them only on failure
     local out
-    if ! out="$("$VENV/bin/python" -m pip install -q -e "$REPO_ROOT" --no-deps 2>&1)"; then
+    if ! out="$("$VENV/bin/python" -m pip install -q -e "$REPO_ROOT" "$TORCH_SPEC" "$TRANSFORMERS_SPEC" 2>&1)"; then
       echo "$out" >&2
       return 1
     fi
+    "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
     step_end
   else
     echo "[setup_vllm_cpu] no pyproject.toml at $REPO_ROOT; skipping project install"

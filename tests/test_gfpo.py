@@ -1,0 +1,163 @@
+"""GFPO: advantages, exact gradients, gradient only at the fork position, resume, remote rollouts."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from forkctl import forks
+from forkctl.cli import app
+from forkctl.gfpo import (ForkPolicy, GFPOConfig, exhaustive_loss, group_advantages, read_log, run_gfpo,
+                          sampled_loss)
+
+
+def test_group_advantages_as_documented():
+    assert group_advantages([1, 0, 0, 1], scale=False) == [0.5, -0.5, -0.5, 0.5]
+    assert group_advantages([1, 0, 0, 1], scale=True) == [1.0, -1.0, -1.0, 1.0]
+    assert group_advantages([1, 1, 1], scale=True) == [0.0, 0.0, 0.0]  # zero variance: no signal, no NaN
+    adv = group_advantages([1, 0, 0, 0], scale=True)
+    assert adv[0] == pytest.approx(0.75 / (3 ** 0.5 / 4))
+
+
+def test_exhaustive_loss_gradient_is_the_exact_expected_reward_gradient():
+    logits = torch.randn(3, 4, requires_grad=True)
+    values = torch.rand(3, 4)
+    loss, _ = exhaustive_loss(torch.log_softmax(logits, -1), values, beta=0.0, ref_logp=None)
+    loss.backward()
+    # d/dlogits of -(1/Q) sum_x E_pi[v] is the exact gradient: compare with autograd of the objective itself
+    logits2 = logits.detach().clone().requires_grad_(True)
+    objective = -(torch.softmax(logits2, -1) * values).sum(-1).mean()
+    objective.backward()
+    torch.testing.assert_close(logits.grad, logits2.grad)
+
+
+def test_sampled_loss_is_reinforce_with_one_update_and_clips_ratios():
+    logits = torch.randn(2, 3, requires_grad=True)
+    logp = torch.log_softmax(logits, -1)
+    actions = torch.tensor([[0, 2], [1, 1]])
+    adv = torch.tensor([[1.0, -1.0], [0.5, 0.5]])
+    old = logp.gather(1, actions).detach()
+    loss, stats = sampled_loss(logp, actions, adv, old, clip=0.2, beta=0.0, ref_logp=None)
+    loss.backward()
+    ref = logits.detach().clone().requires_grad_(True)
+    (-(torch.log_softmax(ref, -1).gather(1, actions) * adv).mean()).backward()
+    torch.testing.assert_close(logits.grad, ref.grad)
+    assert stats["clip_frac"] == 0.0
+    # a ratio far outside [1-clip, 1+clip] with positive advantage is clipped: no gradient
+    far_old = old - 1.0
+    logits.grad = None
+    loss, stats = sampled_loss(torch.log_softmax(logits, -1), actions, adv.abs(), far_old, 0.2, 0.0, None)
+    loss.backward()
+    assert stats["clip_frac"] == 1.0
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_kl_to_start_is_exact_and_zero_at_start():
+    logp = torch.log_softmax(torch.randn(2, 4), -1)
+    _, stats = exhaustive_loss(logp, torch.zeros(2, 4), beta=1.0, ref_logp=logp)
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_only_the_fork_position_receives_gradient(toy_model):
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    model = AutoModelForCausalLM.from_pretrained(toy_model)
+    fmt = forks.resolve_fork_format(toy_model, tok)
+    ids = forks.fork_token_ids(tok, 4)
+    prompts = [forks.policy_prompt(tok, "What is 1+1?", fmt)]
+    prompt_ids = set(tok(prompts[0], add_special_tokens=False)["input_ids"])
+    trace_only = next(i for i in tok(" therefore multiply", add_special_tokens=False)["input_ids"]
+                      if i not in prompt_ids and i not in ids)
+
+    policy = ForkPolicy(model, tok, ids, "full")
+    logp = policy.log_probs(prompts)
+    loss, _ = exhaustive_loss(logp, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), 0.0, None)
+    loss.backward()
+    grad = model.get_input_embeddings().weight.grad
+    assert torch.count_nonzero(grad[trace_only]) == 0  # a token seen only in rollouts: exactly zero
+    assert torch.count_nonzero(grad[next(iter(prompt_ids))]) > 0
+    assert torch.count_nonzero(grad[ids]) > 0  # the forking rows of the (tied) output layer
+
+    model2 = AutoModelForCausalLM.from_pretrained(toy_model)
+    head_policy = ForkPolicy(model2, tok, ids, "fork-head")
+    loss, _ = exhaustive_loss(head_policy.log_probs(prompts), torch.tensor([[1.0, 0.0, 0.0, 0.0]]), 0.0, None)
+    loss.backward()
+    assert all(p.grad is None for p in model2.parameters())
+    assert torch.count_nonzero(head_policy.head.weight.grad) > 0
+
+
+def test_fork_head_checkpoint_unties_and_leaves_the_reasoning_untouched(toy_model, tmp_path):
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    model = AutoModelForCausalLM.from_pretrained(toy_model)
+    ids = forks.fork_token_ids(tok, 4)
+    policy = ForkPolicy(model, tok, ids, "fork-head")
+    with torch.no_grad():
+        policy.head.weight.add_(torch.randn_like(policy.head.weight))
+    policy.write_back()
+    model.save_pretrained(tmp_path / "c")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "c")
+    base = AutoModelForCausalLM.from_pretrained(toy_model)
+    torch.testing.assert_close(reloaded.lm_head.weight[ids], policy.head.weight)
+    x = torch.tensor([tok("<|im_start|>user\nhi<|im_end|>", add_special_tokens=False)["input_ids"]])
+    keep = [i for i in range(len(tok)) if i not in ids]
+    torch.testing.assert_close(reloaded(x).logits[..., keep], base(x).logits[..., keep])
+    torch.testing.assert_close(reloaded.get_input_embeddings().weight, base.get_input_embeddings().weight)
+
+
+@pytest.fixture()
+def questions(tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
+                         for i in range(5)))
+    return p
+
+
+def test_resume_continues_from_the_saved_step(toy_model, questions, tmp_path):
+    out = tmp_path / "run"
+    base = dict(model=str(toy_model), data=str(questions), out=str(out), steps=2, batch_size=2, group_size=2,
+                max_new_tokens=3, save_every=1)
+    run_gfpo(GFPOConfig(**base), progress=False)
+    assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2]
+    with pytest.raises(ValueError, match="--resume"):
+        run_gfpo(GFPOConfig(**base), progress=False)
+    result = run_gfpo(GFPOConfig(**{**base, "steps": 4, "resume": True}), progress=False)
+    assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2, 3, 4]
+    assert [h["step"] for h in result["history"]] == [3, 4]
+    assert torch.load(out / "gfpo_state.pt", weights_only=False)["step"] == 4
+    reloaded = AutoTokenizer.from_pretrained(out / "checkpoint")
+    assert forks.detect_num_forks(reloaded) == 4
+
+
+def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions, tmp_path):
+    result = CliRunner().invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--out",
+                                      str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--group-size", "2",
+                                      "--max-new-tokens", "2", "--estimator", "exhaustive"])
+    assert result.exit_code == 0, result.output
+    assert "EVERY rollout hit --max-new-tokens" in result.output
+    assert "zero variance" in result.output
+    [row] = read_log(tmp_path / "g" / "gfpo_log.jsonl")
+    assert row["truncated_frac"] == 1.0 and row["zero_variance_frac"] == 1.0
+    assert row["chosen"] == {"1": 4, "2": 4, "3": 4, "4": 4}
+    assert len(row["pi_mean"]) == 4 and abs(sum(row["pi_mean"]) - 1) < 1e-6
+    for key in ("reward_mean", "pi_entropy", "adv_mean", "adv_std", "adv_min", "adv_max", "loss"):
+        assert key in row
+
+
+def test_bad_options_give_one_line_errors(toy_model, questions, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--estimator", "x",
+                                 "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "--estimator must be one of" in result.output
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--group-size", "1",
+                                 "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "group-size >= 2" in result.output
+
+
+@pytest.mark.slow
+def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_model, questions, tmp_path):
+    result = run_gfpo(GFPOConfig(model=str(toy_model), data=str(questions), out=str(tmp_path / "o"), steps=1,
+                                 batch_size=2, group_size=2, max_new_tokens=3, rollout_backend="openai",
+                                 base_url=transformers_server.base_url), progress=False)
+    [row] = result["history"]
+    assert sum(row["chosen"].values()) == 4
