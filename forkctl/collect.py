@@ -96,11 +96,12 @@ def load_teachers(path: str | Path) -> list[Teacher]:
 def _teacher_from(item: Any, where: str) -> Teacher:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: expected a mapping")
+    if isinstance(item.get("name"), str):
+        where = f"{where} ({item['name']})"
     _reject_unknown(item, TEACHER_KEYS, where)
     for key in ("name", "base_url", "model"):
         if not isinstance(item.get(key), str) or not item[key].strip():
             raise ConfigError(f"{where}: '{key}' is required (a non-empty string)")
-    where = f"{where} ({item['name']})"
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", item["name"]):
         raise ConfigError(f"{where}: 'name' may use only letters, digits, '_', '.', '-'")
     env = item.get("api_key_env")

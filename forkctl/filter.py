@@ -25,6 +25,7 @@ from typing import Any
 from forkctl.records import Question, RecordError, TeacherResponse, Trace, TraceSet, read_records, write_json, \
     write_records
 
+# Why a response is not in the output, in the order the checks run (the summary's per-teacher columns).
 DROP_REASONS = ("failed", "truncated", "wrong", "too_long", "duplicate", "surplus", "too_few")
 
 
@@ -118,7 +119,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
         if len(kept) < cfg.min_traces:
             for r in kept:
                 per_teacher[r.teacher]["too_few"] += 1
-            outcome.note = outcome.note or _why_dropped(outcome, kept)
+            outcome.note = outcome.note or _why_dropped(outcome)
             continue
         outcome.kept = len(kept)
         for r in kept:
@@ -136,7 +137,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     return FilterResult(out, summary_path, trace_sets, per_teacher, per_question)
 
 
-def _why_dropped(outcome: QuestionOutcome, kept: list[TeacherResponse]) -> str:
+def _why_dropped(outcome: QuestionOutcome) -> str:
     if outcome.responses == 0:
         return "no responses"
     if outcome.correct == 0:
@@ -308,7 +309,7 @@ def summary_tables(result: FilterResult) -> list[Any]:
 
     teachers = Table(title=f"filter · per teacher · {result.out_path}")
     teachers.add_column("teacher")
-    cols = ("kept", "wrong", "truncated", "failed", "duplicate", "too_long", "surplus", "too_few")
+    cols = ("kept", *DROP_REASONS)
     for c in cols:
         teachers.add_column(c.replace("_", " "), justify="right")
     for name, counts in result.per_teacher.items():

@@ -343,6 +343,12 @@ class TeacherResponse(Record):
             raise RecordError(where, "text", "null without an error")
         return r
 
+    def to_dict(self) -> dict[str, Any]:
+        # Written once per response by collect: a flat dict, cheaper than dataclasses.asdict's deep copy.
+        return {"question_id": self.question_id, "teacher": self.teacher, "sample": self.sample, "text": self.text,
+                "reasoning": self.reasoning, "answer": self.answer, "finish_reason": self.finish_reason,
+                "usage": self.usage, "latency_s": self.latency_s, "error": self.error, **self.extra}
+
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.question_id, self.teacher, self.sample)

@@ -13,6 +13,7 @@ Behaviour is chosen per request by the *model name*: ``+``-separated directives,
     reasoning           the reasoning goes in ``message.reasoning_content``, the content holds only the answer
     truncate            finish_reason "length"
     answer:X            the boxed answer is X (default: a number derived from the problem text)
+    echo-key            error messages repeat the Authorization key (as some providers do, partly)
 
 Normal answers are deterministic: varied words seeded by (prompt, request, choice) ending in ``\\boxed{answer}``,
 so responses to the same question differ in text but agree on the answer.
@@ -100,13 +101,15 @@ class FaultServer:
         def fault(name: str) -> bool:
             return f"{name}-always" in d or (first and f"{name}-first" in d)
 
+        # echo-key: error messages repeat the key, as some providers do (collect must scrub it)
+        echo = f" (key {auth.removeprefix('Bearer ')})" if "echo-key" in d and auth else ""
         if fault("401"):
-            return 401, {}, _json({"error": {"message": "invalid api key", "type": "auth"}}), wait
+            return 401, {}, _json({"error": {"message": "invalid api key" + echo, "type": "auth"}}), wait
         if fault("429"):
             after = d.get("retry-after") or str(self.retry_after)
             return 429, {"Retry-After": after}, _json({"error": {"message": "rate limited"}}), wait
         if fault("500"):
-            return 500, {}, _json({"error": {"message": "internal error"}}), wait
+            return 500, {}, _json({"error": {"message": "internal error" + echo}}), wait
         if fault("slow"):
             wait += float(d.get("slow") or 5)
         if fault("malformed"):
