@@ -305,8 +305,9 @@ def gfpo_cmd(
     top_p: float = typer.Option(0.95, help="Rollout nucleus sampling."),
     max_new_tokens: int = typer.Option(1024, help="Rollout length budget (a truncated rollout earns its judged "
                                        "reward, usually 0)."),
-    reward: str = typer.Option("auto", help="Reward: auto = the data benchmark's own judge (Math-Verify for math, "
-                               "the checker for synthetic)."),
+    reward: str = typer.Option("auto", help="Reward judge: auto (the data benchmark's own: Math-Verify for math "
+                               "benchmarks and question files, the checker for synthetic), math (Math-Verify), or "
+                               "synthetic (the synthetic task's checker, e.g. for a file of synthetic questions)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first LIMIT questions."),
     seed: int = typer.Option(0, help="Random seed (token sampling, question order)."),
     save_every: int = typer.Option(0, help="Also checkpoint every this many steps (0: only at the end)."),
@@ -323,8 +324,6 @@ def gfpo_cmd(
     def go() -> None:
         opts = _options(ctx, values)
         opts.pop("config"), opts.pop("quiet")
-        if opts.pop("reward") not in ("auto",):
-            raise ValueError("--reward: only 'auto' (the benchmark's judge) is available yet")
         result = run_gfpo(GFPOConfig(**opts), progress=not quiet)
         console.print(f"wrote {result['checkpoint']}")
 

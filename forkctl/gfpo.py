@@ -41,6 +41,7 @@ from forkctl.records import JsonlAppender, Question, write_json
 
 ESTIMATORS = ("sampled", "exhaustive")
 TRAIN_MODES = ("fork-head", "full")
+REWARDS = ("auto", "math", "synthetic")
 STATE_FILE = "gfpo_state.pt"
 LOG_FILE = "gfpo_log.jsonl"
 
@@ -70,6 +71,7 @@ class GFPOConfig:
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 1024
+    reward: str = "auto"
     limit: int | None = None
     seed: int = 0
     save_every: int = 0
@@ -86,6 +88,8 @@ class GFPOConfig:
             raise ValueError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
         if self.group_size < 1 or self.steps < 0 or self.batch_size < 1 or self.ppo_epochs < 1:
             raise ValueError("--group-size, --batch-size and --ppo-epochs must be >= 1, --steps >= 0")
+        if self.reward not in REWARDS:
+            raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
         if self.estimator == "sampled" and self.group_size < 2:
             raise ValueError("--estimator sampled needs --group-size >= 2 (advantages are relative to the group)")
 
@@ -264,6 +268,7 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
     questions = bench.load()[: cfg.limit] if cfg.limit else bench.load()
     if not questions:
         raise ValueError(f"{cfg.data}: no questions")
+    judge = reward_judge(cfg.reward, bench)
 
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
     policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train)
@@ -317,7 +322,7 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
             plan = [[int(a) + 1 for a in row] for row in actions]
         else:
             plan = [[f for f in range(1, fmt.num_forks + 1) for _ in range(cfg.group_size)] for _ in batch]
-        rewards, truncated = _rollouts(rollout, bench, batch, plan, fmt, tokenizer, sampling, cfg, step)
+        rewards, truncated = _rollouts(rollout, judge, batch, plan, fmt, tokenizer, sampling, cfg, step)
         if cfg.train == "full":
             policy.model.train()
         if cfg.estimator == "sampled":
@@ -339,7 +344,7 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
             _update(accelerator, optimizer, loss)
             base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
             flat_adv = (values - base).flatten().tolist()
-        stats = _step_stats(step + 1, probs0.tolist(), rewards, flat_adv, truncated, float(loss), extra, plan)
+        stats = _step_stats(step + 1, probs0.tolist(), rewards, flat_adv, truncated, float(loss.detach()), extra, plan)
         history.append(stats)
         if log is not None:
             log.write(stats)
@@ -351,6 +356,19 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
         log.close()
     rollout.close()
     return {"steps": cfg.steps, "checkpoint": str(out / "checkpoint"), "history": history}
+
+
+def reward_judge(reward: str, bench: Any) -> Any:
+    """The benchmark whose ``score`` turns rollouts into rewards: the data's own judge, or a named one."""
+    if reward == "auto":
+        return bench
+    if reward == "math":
+        from forkctl.benchmarks.math import MathBenchmark
+
+        return MathBenchmark("math-reward")
+    from forkctl.benchmarks.synthetic import SyntheticBenchmark
+
+    return SyntheticBenchmark()
 
 
 def _question_order(n: int, seed: int) -> list[int]:
