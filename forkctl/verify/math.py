@@ -9,11 +9,13 @@ processes start quickly.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import multiprocessing as mp
 import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,10 @@ def _equal(a, b) -> bool:  # noqa: ANN001
         return False
 
 
-def judge_answers(gold: str | None, answers: list[str | None]) -> Judgement:
-    """Judge a question's answers in this process (no time bound: call through :class:`MathJudge`)."""
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    gold_parsed = _parse(gold) if gold is not None else None
-    parsed: dict[str, object] = {}
-    reps: list[tuple[str, object]] = []  # (normalised answer, parsed) of each class representative
+def _judge(gold: str | None, answers: list[str | None], equal: Callable[[str, str], bool]) -> Judgement:
+    """Correctness against ``gold`` and equivalence classes (each answer joins the first class whose
+    representative it equals), for a given notion of equality (gold / representative first)."""
+    reps: list[str] = []
     correct: list[bool | None] = []
     classes: list[int | None] = []
     for ans in answers:
@@ -90,40 +90,34 @@ def judge_answers(gold: str | None, answers: list[str | None]) -> Judgement:
             correct.append(False if gold is not None else None)
             classes.append(None)
             continue
-        key = normalize(ans)
-        if key not in parsed:
-            parsed[key] = _parse(ans)
-        p = parsed[key]
-        if gold is None:
-            correct.append(None)
-        else:
-            correct.append(key == normalize(gold) or _equal(gold_parsed, p))
-        cls = next((c for c, (rk, rp) in enumerate(reps) if rk == key or _equal(rp, p)), None)
+        correct.append(None if gold is None else equal(gold, ans))
+        cls = next((c for c, rep in enumerate(reps) if equal(rep, ans)), None)
         if cls is None:
-            reps.append((key, p))
+            reps.append(ans)
             cls = len(reps) - 1
         classes.append(cls)
     return Judgement(correct, classes)
 
 
-def _warm_up() -> None:
-    import math_verify  # noqa: F401
+def judge_answers(gold: str | None, answers: list[str | None]) -> Judgement:
+    """Judge a question's answers with Math-Verify in this process (no time bound: call through
+    :class:`MathJudge`)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    parse = functools.lru_cache(maxsize=None)(_parse)
+
+    def equal(a: str, b: str) -> bool:
+        return normalize(a) == normalize(b) or _equal(parse(a), parse(b))
+
+    return _judge(gold, answers, equal)
 
 
 def judge_answers_by_string(gold: str | None, answers: list[str | None]) -> Judgement:
     """The fallback when Math-Verify overruns: normalised string equality."""
-    keys: dict[str, int] = {}
-    correct: list[bool | None] = []
-    classes: list[int | None] = []
-    for ans in answers:
-        if ans is None:
-            correct.append(False if gold is not None else None)
-            classes.append(None)
-            continue
-        k = normalize(ans)
-        correct.append(None if gold is None else k == normalize(gold))
-        classes.append(keys.setdefault(k, len(keys)))
-    return Judgement(correct, classes)
+    return _judge(gold, answers, lambda a, b: normalize(a) == normalize(b))
+
+
+def _warm_up() -> None:
+    import math_verify  # noqa: F401
 
 
 class MathJudge:
