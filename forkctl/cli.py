@@ -330,6 +330,118 @@ def gfpo_cmd(
     _run(go)
 
 
+@app.command("ssft")
+def ssft_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, help="Base model: a checkpoint directory or a Hub name (any causal LM). "
+                                        "<think1>..<thinkN> are added when missing (see --fork-init)."),
+    data: Optional[str] = typer.Option(None, help="Trace sets: JSONL (or Parquet), one question per line with its "
+                                       "traces: {id, problem, answer, traces: [{teacher, text}, ...]}."),
+    out: str = typer.Option("runs/ssft", help="Output directory: the final checkpoint (loadable by "
+                            "AutoModelForCausalLM/AutoTokenizer/vLLM, with forkctl.json), checkpoint-* folders, "
+                            "matching.jsonl (per step and question: assignment and cost matrix), ssft_summary.json."),
+    num_forks: Optional[int] = typer.Option(None, help="Forking tokens N [default: the model's forkctl.json, else "
+                                            "the <thinkK> tokens in its vocabulary]. Each question needs M <= N "
+                                            "traces (except --matching mixed)."),
+    matching: str = typer.Option("bipartite", help="bipartite (SSFT: min-cost assignment of traces to tokens, "
+                                 "per question per step); random (a random distinct token per trace each step); "
+                                 "fixed (trace j -> <think j>, file order); mixed (plain multi-trace SFT: every "
+                                 "trace its own example with <think1>)."),
+    match_prefix_tokens: int = typer.Option(1000, help="L: the cost of (token i, trace j) is the mean NLL of the "
+                                            "first L tokens of trace j after the prompt and <think i>."),
+    match_chunk: int = typer.Option(0, help="Rows per no-grad forward pass of the cost computation (0 = all N*M "
+                                    "prefixes of the micro-batch in one pass); lower it to cap memory."),
+    max_seq_len: int = typer.Option(4096, help="Longest prompt + trace + end token; longer traces are dropped "
+                                    "and counted (or stop the run with --strict)."),
+    fork_label: bool = typer.Option(True, "--fork-label/--no-fork-label", help="Also train the forking token (and "
+                                    "the suffix after it) as a label, so the model can later choose its own token "
+                                    "(eval --fork policy, gfpo). The chat prompt before it is never a label."),
+    fork_init: str = typer.Option("mean", help="Initial embedding of forking tokens added here: mean (of all rows) "
+                                  "or an existing token to copy, e.g. '<think>'."),
+    fork_prefix: Optional[str] = typer.Option(None, help="Text between the generation prompt and <thinkK> "
+                                              "[default: the checkpoint's, else <|im_start|> when the tokenizer "
+                                              "has it]."),
+    fork_suffix: Optional[str] = typer.Option(None, help="Text after <thinkK> [default: newline]."),
+    system_prompt: Optional[str] = typer.Option(None, help="A system message to put before each question."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate."),
+    batch_size: int = typer.Option(8, help="Questions per optimiser step (over all devices and accumulation "
+                                   "steps; each brings its M traces)."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps (micro-batch = batch-size / (grad-accum x "
+                                   "processes))."),
+    epochs: float = typer.Option(1.0, help="Passes over the data."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps; overrides --epochs."),
+    lr_scheduler: str = typer.Option("cosine", help="transformers scheduler: cosine, linear, constant, "
+                                     "constant_with_warmup, ..."),
+    warmup: float = typer.Option(0.03, help="Warm-up: a fraction of the steps if < 1, else a number of steps."),
+    weight_decay: float = typer.Option(0.0, help="AdamW weight decay."),
+    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm."),
+    bf16: bool = typer.Option(False, help="bf16 mixed precision (GPU)."),
+    gradient_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass (less "
+                                                "memory, ~30% more time)."),
+    seed: int = typer.Option(0, help="Seed (initialisation of new rows, data order, random matching)."),
+    save_steps: int = typer.Option(500, help="Save a checkpoint-STEP folder every this many steps."),
+    save_total_limit: Optional[int] = typer.Option(2, help="Keep at most this many checkpoint folders."),
+    logging_steps: int = typer.Option(10, help="Log loss, matched cost and assignment switch rate every this many "
+                                      "steps."),
+    report_to: str = typer.Option("none", help="Trainer loggers: none, tensorboard, wandb, ... (comma-separated)."),
+    resume: bool = typer.Option(False, help="Resume from the last checkpoint-* in --out (the matching log is cut "
+                                "back to that step)."),
+    strict: bool = typer.Option(False, help="Stop at the first bad trace set (file:line) instead of skipping and "
+                                "counting it."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
+                                          "are an error)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Set-supervised fine-tuning: each question's traces matched to distinct forking tokens (bipartite matching)."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    from forkctl.ssft import SSFTConfig, run_ssft
+
+    def go() -> None:
+        opts = _options(ctx, values)
+        opts.pop("config")
+        summary = run_ssft(SSFTConfig(**opts))
+        console.print(f"trained {summary['global_step']} steps (loss {summary['train_loss']:.4f}); wrote "
+                      f"{opts['out']}")
+
+    _run(go)
+
+
+@app.command("synthetic-data")
+def synthetic_data_cmd(
+    ctx: typer.Context,
+    out: str = typer.Option("synthetic_train.jsonl", help="Trace-set JSONL to write (training questions only: "
+                            "never one of the held-out `synthetic` benchmark questions)."),
+    questions: int = typer.Option(2000, help="Questions, each with one trace per strategy (in a shuffled order)."),
+    seed: int = typer.Option(0, help="Seed for questions and trace order."),
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of forward,pairs,direct "
+                                             "[default: all three]."),
+    min_items: int = typer.Option(2, help="Fewest digits per question (2..12)."),
+    max_items: int = typer.Option(8, help="Most digits per question (2..12)."),
+    model_out: Optional[str] = typer.Option(None, help="Also build a fresh tiny Qwen2 (~1 M parameters, tokenizer "
+                                            "fitted to the task) here: the base to train from."),
+    num_forks: int = typer.Option(3, help="Forking tokens of the --model-out base."),
+    hidden_size: int = typer.Option(128, help="Hidden size of the --model-out base."),
+    num_layers: int = typer.Option(4, help="Layers of the --model-out base."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
+                                          "are an error)."),
+) -> None:
+    """Write trace sets of the synthetic multi-strategy task (and optionally a fresh tiny base model for it)."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    from forkctl.benchmarks.synthetic import build_synthetic_model, write_trace_sets
+
+    def go() -> None:
+        o = _options(ctx, values)
+        strats = [s.strip() for s in o["strategies"].split(",")] if o["strategies"] else None
+        path = write_trace_sets(o["out"], o["questions"], o["seed"], strats, o["min_items"], o["max_items"])
+        console.print(f"wrote {o['questions']} trace sets to {path}")
+        if o["model_out"]:
+            build_synthetic_model(o["model_out"], num_forks=o["num_forks"], hidden_size=o["hidden_size"],
+                                  num_layers=o["num_layers"], seed=o["seed"])
+            console.print(f"wrote a tiny Qwen2 with {o['num_forks']} forking tokens to {o['model_out']}")
+
+    _run(go)
+
+
 def main() -> None:
     app(prog_name="forkctl")
 

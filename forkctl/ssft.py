@@ -3,8 +3,8 @@
 Per question x with traces r_1..r_M and forking tokens g_1..g_N (M <= N), at every step:
 
 1. cost matrix, no gradient: ``C[i, j]`` = mean token NLL of the first L (``--match-prefix-tokens``) tokens of
-   r_j given (prompt(x), g_i); all N*M prefixes in one batched forward pass (left-padded, logits kept only for the
-   last L+1 positions);
+   r_j given (prompt(x), g_i); all N*M prefixes (of every question of the micro-batch) in one batched forward pass
+   (left-padded, logits kept only for the last L+1 positions);
 2. assignment: ``scipy.optimize.linear_sum_assignment(C)`` (rectangular: each trace gets a distinct token, N-M
    tokens get nothing from this question);
 3. loss: the ordinary next-token loss of each full trace r_j given (prompt(x), g_sigma(j)) over the M matched
@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,13 @@ def load_items(path: str | Path, tokenizer: Any, fmt: forks.ForkFormat, fork_ids
     if eos is None:
         raise ValueError("the tokenizer has no eos token: traces need an end token to learn to stop")
     checked_prompt = False
-    for where, obj in iter_json_lines(path):
+    if Path(path).suffix == ".parquet":
+        from forkctl.records import _read_parquet
+
+        rows = ((f"{path}:row {i + 1}", r) for i, r in enumerate(_read_parquet(Path(path))))
+    else:
+        rows = iter_json_lines(path)
+    for where, obj in rows:
         report.questions_read += 1
         raw_traces = obj.get("traces") if isinstance(obj, dict) else None
         if isinstance(raw_traces, list):  # empty traces: drop them here rather than let the schema stop the run
@@ -253,48 +259,84 @@ def assign(cost: Any) -> list[int]:
 
 def cost_matrix(model: Any, item: QuestionItem, fork_ids: list[int], prefix_tokens: int, pad_id: int,
                 chunk: int = 0) -> Any:
-    """C[i, j] = mean NLL of the first ``prefix_tokens`` tokens of trace j after (prompt, <think i+1>), no grad.
+    """C[i, j] = mean NLL of the first ``prefix_tokens`` tokens of trace j after (prompt, <think i+1>), no grad."""
+    return cost_matrices(model, [item], fork_ids, prefix_tokens, pad_id, chunk)[0]
 
-    The N*M sequences are left-padded so they all end at the same position; the model keeps logits for the last
-    L+1 positions only. ``chunk`` > 0 splits the N*M rows into forward passes of that many (memory cap).
+
+def cost_matrices(model: Any, items: list[QuestionItem], fork_ids: list[int], prefix_tokens: int, pad_id: int,
+                  chunk: int = 0) -> list[Any]:
+    """The N x M cost matrix of each question, all N*M prefixes of all questions in one no-grad forward pass.
+
+    Sequences are left-padded so they all end at the same position, and the model keeps logits for the last
+    L+1 positions only (L = the longest prefix). ``chunk`` > 0 splits the rows into forward passes of that many
+    (a memory cap for long L and large vocabularies).
     """
     import torch
 
-    n, m = len(fork_ids), len(item.traces)
-    prefixes = [t[:prefix_tokens] for t in item.traces]
-    lmax = max(len(p) for p in prefixes)
-    width = len(item.prompt) + lmax
-    rows, lens = [], []
-    for i in range(n):
-        prompt = list(item.prompt)
-        prompt[item.fork_pos] = fork_ids[i]
-        for p in prefixes:
-            seq = prompt + p
-            rows.append([pad_id] * (width - len(seq)) + seq)
-            lens.append(len(p))
+    n = len(fork_ids)
+    rows, lens, plens, shapes = [], [], [], []
+    for item in items:
+        prefixes = [t[:prefix_tokens] for t in item.traces]
+        shapes.append(len(prefixes))
+        for i in range(n):
+            prompt = list(item.prompt)
+            prompt[item.fork_pos] = fork_ids[i]
+            for p in prefixes:
+                rows.append(prompt + p)
+                lens.append(len(p))
+                plens.append(len(prompt))
+    lmax = max(lens)
+    width = max(len(r) for r in rows)
     device = _model_device(model)
-    ids = torch.tensor(rows, device=device)
-    plen = torch.tensor(lens, device=device)
-    mask = (torch.arange(width, device=device)[None, :] >= (width - len(item.prompt) - plen)[:, None]).long()
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+    tlen = torch.tensor(lens, device=device)
+    total = torch.tensor([len(r) for r in rows], device=device)
+    mask = (torch.arange(width, device=device)[None, :] >= (width - total)[:, None]).long()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    targets = ids[:, width - lmax:]
+    valid = torch.arange(lmax, device=device)[None, :] >= (lmax - tlen)[:, None]
     costs = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             step = chunk or len(rows)
-            for s in range(0, len(rows), step):
+            starts = list(range(0, len(rows), step))
+            for _ in range(_max_over_ranks(len(starts), device) - len(starts)):
+                # FSDP / ZeRO-3 gather parameters in every forward: all ranks must run as many passes
+                model(input_ids=ids[:1], attention_mask=mask[:1], position_ids=positions[:1], logits_to_keep=1,
+                      use_cache=False)
+            for s in starts:
                 sl = slice(s, s + step)
                 logits = model(input_ids=ids[sl], attention_mask=mask[sl], position_ids=positions[sl],
                                logits_to_keep=lmax + 1, use_cache=False).logits[:, :-1]
-                targets = ids[sl, width - lmax:]
-                valid = torch.arange(lmax, device=device)[None, :] >= (lmax - plen[sl])[:, None]
-                for r in range(logits.shape[0]):  # one row at a time: caps the float32 log-softmax memory
-                    nll = torch.nn.functional.cross_entropy(logits[r].float(), targets[r], reduction="none")
-                    costs.append((nll * valid[r]).sum() / valid[r].sum())
+                if logits.numel() <= 2**26:
+                    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets[sl],
+                                                            reduction="none")
+                else:  # row by row: caps the float32 log-softmax memory for long prefixes and large vocabularies
+                    nll = torch.stack([torch.nn.functional.cross_entropy(lg.float(), tg, reduction="none")
+                                       for lg, tg in zip(logits, targets[sl])])
+                costs.append((nll * valid[sl]).sum(-1) / valid[sl].sum(-1))
     finally:
         model.train(was_training)
-    return torch.stack(costs).view(n, m).cpu().numpy()
+    flat = torch.cat(costs).cpu().numpy()
+    out, k = [], 0
+    for m in shapes:
+        out.append(flat[k:k + n * m].reshape(n, m))
+        k += n * m
+    return out
+
+
+def _max_over_ranks(value: int, device: Any) -> int:
+    """The largest ``value`` over the processes of a distributed run (``value`` itself otherwise)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def _model_device(model: Any) -> Any:
@@ -361,25 +403,26 @@ def _make_trainer_class():
             self._last: dict[str, list[int]] = {}
 
         # -- matching ------------------------------------------------------------------------------
-        def match(self, model: Any, item: QuestionItem) -> tuple[list[int], Any]:
-            """sigma (token index of each trace) and the cost matrix (None unless bipartite)."""
+        def match(self, item: QuestionItem, cost: Any = None) -> list[int]:
+            """sigma: the token index of each trace (``cost``: the question's cost matrix, bipartite only)."""
             n, m = len(self.fork_ids), len(item.traces)
             if self.matching == "mixed":
-                return [0] * m, None
+                return [0] * m
             if self.matching == "fixed":
-                return list(range(m)), None
+                return list(range(m))
             if self.matching == "random":
                 digest = hashlib.sha256(f"{self.match_seed}|{self.state.global_step}|{item.qid}".encode()).digest()
-                return random.Random(digest).sample(range(n), m), None
-            cost = cost_matrix(model, item, self.fork_ids, self.match_prefix_tokens, self.pad_id, self.match_chunk)
-            return assign(cost), cost
+                return random.Random(digest).sample(range(n), m)
+            return assign(cost)
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             items: list[QuestionItem] = inputs["questions"]
             pairs = []
-            for item in items:
-                sigma, cost = self.match(model, item)
+            costs = cost_matrices(model, items, self.fork_ids, self.match_prefix_tokens, self.pad_id,
+                                  self.match_chunk) if self.matching == "bipartite" else [None] * len(items)
+            for item, cost in zip(items, costs):
+                sigma = self.match(item, cost)
                 self._record(item, sigma, cost)
                 pairs.extend((item, tok, trace) for tok, trace in zip(sigma, item.traces))
             batch = pair_batch(pairs, self.fork_ids, self.pad_id, self.fork_label)
@@ -479,6 +522,7 @@ def _rank() -> int:
 def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
     """Train; return the summary written to ``ssft_summary.json``."""
     cfg.validate()
+    import torch
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -493,15 +537,20 @@ def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
             print(f"  skipped {ex}", flush=True)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    checkpointing = {}
+    if cfg.gradient_checkpointing:  # renamed activation_checkpointing in recent transformers
+        names = {f.name for f in fields(TrainingArguments)}
+        checkpointing = {"activation_checkpointing" if "activation_checkpointing" in names
+                         else "gradient_checkpointing": True}
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size // (cfg.grad_accum * world),
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps else -1, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed, data_seed=cfg.seed,
+        seed=cfg.seed, data_seed=cfg.seed, dataloader_pin_memory=torch.cuda.is_available(),
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to=[] if cfg.report_to == "none" else cfg.report_to.split(","),
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=cfg.quiet,
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=cfg.quiet, **checkpointing,
     )
     log_name = "matching.jsonl" if _rank() == 0 else f"matching.rank{_rank()}.jsonl"
     resume_from = None
@@ -554,5 +603,5 @@ def read_matching_log(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_json_lines(path)]
 
 
-__all__ = ["SSFTConfig", "QuestionItem", "DataReport", "assign", "cost_matrix", "pair_batch", "load_items",
-           "prompt_ids", "prepare_model", "run_ssft", "read_matching_log", "MATCHING_MODES"]
+__all__ = ["SSFTConfig", "QuestionItem", "DataReport", "assign", "cost_matrix", "cost_matrices", "pair_batch",
+           "load_items", "prompt_ids", "prepare_model", "run_ssft", "read_matching_log", "MATCHING_MODES"]

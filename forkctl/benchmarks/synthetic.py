@@ -16,11 +16,12 @@ Three strategies reach the same answer through visibly different reasoning:
 
       a+b=7 c+d=3 answer=3
 
-- ``direct`` (short, hard): count the items, then answer in one shot (fine for 2-3 items, near chance for 12)::
+- ``direct`` (short, hard): count the items, then answer in one shot (easy for 2 items, near chance for 8)::
 
       4 numbers, answer=3
 
-So which strategy is best depends on the question (its length against the budget), which ``gfpo`` exploits.
+Questions have 2..8 digits by default (up to 12 with ``max_items``). So which strategy is best depends on the question
+(its length against the budget, e.g. ``max_new_tokens`` 20), which ``gfpo`` exploits.
 :func:`classify` names the strategy of any text from its structure (the order and arity of its steps), or
 ``unknown``; :func:`check` extracts and judges the answer. Questions are split into train and test by a hash of
 their text, so the registered benchmark ``synthetic`` (held-out questions) never overlaps training data written by
@@ -42,6 +43,7 @@ from forkctl.records import Question, Trace, TraceSet, write_records
 STRATEGIES = ("forward", "pairs", "direct")
 LETTERS = "abcdefghijkl"
 MIN_ITEMS, MAX_ITEMS = 2, len(LETTERS)
+DEFAULT_MAX_ITEMS = 8  # the default question length range is 2..8 digits (up to 12 possible)
 PROBLEM_PREFIX = "sum mod 10:"
 TEST_FRACTION_MOD = 10  # a question is held-out (test) when hash(problem) % 10 == 0
 
@@ -160,7 +162,7 @@ def check(problem_text: str, text: str, expected: str | None = None) -> tuple[st
 
 
 def generate_problems(count: int, seed: int = 0, split: str = "train", min_items: int = MIN_ITEMS,
-                      max_items: int = MAX_ITEMS) -> list[Problem]:
+                      max_items: int = DEFAULT_MAX_ITEMS) -> list[Problem]:
     """``count`` distinct problems of ``split`` (train or test: disjoint by a hash of the text), lengths uniform in
     [min_items, max_items]. Deterministic in ``seed``."""
     if not MIN_ITEMS <= min_items <= max_items <= MAX_ITEMS:
@@ -197,7 +199,7 @@ def trace_set(problem: Problem, qid: str, strategies: tuple[str, ...] = STRATEGI
 
 
 def write_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0, strategies: list[str] | None = None,
-                     min_items: int = MIN_ITEMS, max_items: int = MAX_ITEMS, shuffle: bool = True) -> Path:
+                     min_items: int = MIN_ITEMS, max_items: int = DEFAULT_MAX_ITEMS, shuffle: bool = True) -> Path:
     """Write a trace-set JSONL of training (never held-out) questions, one trace per strategy each."""
     strats = tuple(strategies or STRATEGIES)
     for s in strats:
@@ -216,7 +218,8 @@ def write_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0, stra
 def corpus(num_questions: int = 3000, seed: int = 0) -> list[str]:
     """Text for training a task-fitted tokenizer: problems and every strategy's traces."""
     lines = ["user assistant system"] * 200  # the chat markup words, so the template tokenises compactly
-    for p in generate_problems(num_questions, seed, "train") + generate_problems(num_questions // 9, seed, "test"):
+    for p in generate_problems(num_questions, seed, "train", max_items=MAX_ITEMS) + \
+            generate_problems(num_questions // 9, seed, "test", max_items=MAX_ITEMS):
         lines.append(p.text)
         lines.extend(solve(p, s) for s in STRATEGIES)
     return lines
@@ -243,7 +246,7 @@ class SyntheticBenchmark(Benchmark):
     """Held-out synthetic questions; each scored sample records its detected ``strategy`` and ``num_items``."""
 
     def __init__(self, name: str = "synthetic", count: int = 300, seed: int = 0, min_items: int = MIN_ITEMS,
-                 max_items: int = MAX_ITEMS) -> None:
+                 max_items: int = DEFAULT_MAX_ITEMS) -> None:
         self.name, self.count, self.seed = name, count, seed
         self.min_items, self.max_items = min_items, max_items
 
