@@ -110,7 +110,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
 def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Question], samples_path: Path,
                       progress: bool) -> tuple[str | int, bool]:
-    from forkctl.generation import Request, SamplingConfig, load_backend
+    from forkctl.generation import SamplingConfig, load_backend
 
     done = _existing_keys(samples_path)
     backend = load_backend(cfg.backend, cfg.model or "", batch_size=cfg.batch_size, dtype=cfg.dtype,

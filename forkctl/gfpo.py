@@ -240,7 +240,7 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from forkctl.benchmarks import get_benchmark
-    from forkctl.generation import Request, SamplingConfig, load_backend
+    from forkctl.generation import SamplingConfig, load_backend
     from forkctl.generation.hf import load_model_and_tokenizer
 
     cfg.validate()
