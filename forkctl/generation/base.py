@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -13,6 +13,8 @@ class SamplingConfig:
     top_p: float = 0.95
     max_new_tokens: int = 1024
     seed: int = 0
+    # Token ids never to generate: the forking tokens are control tokens valid only at the fork position.
+    suppress_token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -40,9 +42,13 @@ class Backend(ABC):
     tokenizer: Any
 
     @abstractmethod
-    def generate(self, requests: list[Request], sampling: SamplingConfig,
-                 keep_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         """Return, per request, exactly ``request.n`` completions."""
+
+    @abstractmethod
+    def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
+        """log π(token | prompt) restricted to ``fork_ids`` (renormalised), for each prompt: the model's choice of
+        forking token at the end of the prompt."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release servers, pools or GPU memory."""

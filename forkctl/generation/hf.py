@@ -57,8 +57,7 @@ class TransformersBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.end_ids = end_token_ids(self.tokenizer, self.model)
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig,
-                 keep_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         seqs = [(ri, req) for ri, req in enumerate(requests) for _ in range(req.n)]
         encoded = [self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"] for req in requests]
         order = sorted(range(len(seqs)), key=lambda i: len(encoded[seqs[i][0]]))
@@ -66,13 +65,16 @@ class TransformersBackend(Backend):
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             outs = self._generate_batch([encoded[seqs[i][0]] for i in chunk],
-                                        [seqs[i][1] for i in chunk], sampling, keep_special_tokens)
+                                        [seqs[i][1] for i in chunk], sampling)
             for i, comp in zip(chunk, outs):
                 results[seqs[i][0]].append(comp)
         return results
 
-    def _generate_batch(self, prompts: list[list[int]], reqs: list[Request], sampling: SamplingConfig,
-                        keep_special_tokens: bool) -> list[Completion]:
+    def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
+        return fork_logprobs_of(self.model, self.tokenizer, prompts, fork_ids, self.batch_size)
+
+    def _generate_batch(self, prompts: list[list[int]], reqs: list[Request],
+                        sampling: SamplingConfig) -> list[Completion]:
         import torch
 
         width = max(len(p) for p in prompts)
@@ -86,18 +88,36 @@ class TransformersBackend(Backend):
                 input_ids=input_ids, attention_mask=attention, max_new_tokens=sampling.max_new_tokens,
                 do_sample=do_sample, temperature=sampling.temperature if do_sample else None,
                 top_p=sampling.top_p if do_sample else None, top_k=None if do_sample else None,
-                eos_token_id=self.end_ids, pad_token_id=pad,
+                eos_token_id=self.end_ids, pad_token_id=pad, suppress_tokens=sampling.suppress_token_ids or None,
             )
         completions = []
         for row, prompt in zip(out[:, width:].tolist(), prompts):
             end = next((i for i, t in enumerate(row) if t in self.end_ids), None)
             ids = row if end is None else row[: end + 1]
             text_ids = ids if end is None else ids[:-1]
-            text = self.tokenizer.decode(text_ids, skip_special_tokens=not keep_special_tokens)
+            text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
             completions.append(Completion(text=text, num_tokens=len(ids),
                                           finish_reason="length" if end is None else "stop",
                                           prompt_tokens=len(prompt), token_ids=text_ids))
         return completions
+
+
+def fork_logprobs_of(model: Any, tokenizer: Any, prompts: list[str], fork_ids: list[int],
+                     batch_size: int = 32) -> list[list[float]]:
+    """log-softmax over the forking tokens' logits at the last prompt position (left-padded batches)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[list[float]] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
+        out.extend(torch.log_softmax(logits[:, fork_ids].float(), dim=-1).tolist())
+    return out
 
 
 def _batch_seed(reqs: list[Request]) -> int:

@@ -28,32 +28,63 @@ class OpenAIBackend(Backend):
         self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
         self.extra_body = extra_body or {}
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig,
-                 keep_special_tokens: bool = False) -> list[list[Completion]]:
-        return asyncio.run(self._generate_all(requests, sampling, keep_special_tokens))
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        return asyncio.run(self._generate_all(requests, sampling))
 
-    async def _generate_all(self, requests: list[Request], sampling: SamplingConfig,
-                            keep_special_tokens: bool) -> list[list[Completion]]:
+    async def _generate_all(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout_s,
                              max_retries=self.max_retries)
         sem = asyncio.Semaphore(self.concurrency)
         try:
-            return list(await asyncio.gather(*(self._one(client, sem, r, sampling, keep_special_tokens)
+            return list(await asyncio.gather(*(self._one(client, sem, r, sampling)
                                                for r in requests)))
         finally:
             await client.close()
 
-    async def _one(self, client: Any, sem: asyncio.Semaphore, req: Request, sampling: SamplingConfig,
-                   keep_special_tokens: bool) -> list[Completion]:
+    def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
+        return asyncio.run(self._fork_logprobs_all(prompts, fork_ids))
+
+    async def _fork_logprobs_all(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout_s,
+                             max_retries=self.max_retries)
+        sem = asyncio.Semaphore(self.concurrency)
+        try:
+            return list(await asyncio.gather(*(self._fork_logprobs_one(client, sem, p, fork_ids) for p in prompts)))
+        finally:
+            await client.close()
+
+    async def _fork_logprobs_one(self, client: Any, sem: asyncio.Semaphore, prompt: str,
+                                 fork_ids: list[int]) -> list[float]:
+        """One token restricted to the forking tokens (vLLM/SGLang ``allowed_token_ids``), with their logprobs."""
+        import math
+
+        names = self.tokenizer.convert_ids_to_tokens(fork_ids)
+        async with sem:
+            resp = await client.completions.create(
+                model=self.model, prompt=prompt, max_tokens=1, temperature=1.0, logprobs=len(fork_ids),
+                extra_body={**self.extra_body, "allowed_token_ids": fork_ids, "skip_special_tokens": False})
+        top = (resp.choices[0].logprobs.top_logprobs or [{}])[0] if resp.choices[0].logprobs else {}
+        raw = [top.get(n, -math.inf) for n in names]
+        if all(math.isinf(x) for x in raw):
+            raise RuntimeError(f"{self.base_url} returned no log-probabilities for the forking tokens; --fork policy "
+                               f"with --backend openai needs a server that honours logprobs and allowed_token_ids "
+                               f"(vLLM, SGLang)")
+        norm = math.log(sum(math.exp(x) for x in raw))
+        return [x - norm for x in raw]
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, req: Request,
+                   sampling: SamplingConfig) -> list[Completion]:
         got: list[Completion] = []
         attempt = 0
         while len(got) < req.n:
             want = req.n - len(got)
             body = dict(self.extra_body)
-            if keep_special_tokens:
-                body["skip_special_tokens"] = False  # vLLM/SGLang: return <thinkN> so the chosen fork is visible
+            if sampling.suppress_token_ids:
+                body["logit_bias"] = {str(i): -100 for i in sampling.suppress_token_ids}
             async with sem:
                 resp = await client.completions.create(
                     model=self.model, prompt=req.prompt, n=want, temperature=sampling.temperature,

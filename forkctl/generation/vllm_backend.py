@@ -24,20 +24,37 @@ class VLLMBackend(Backend):
         self.llm = LLM(model=model, **args)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig,
-                 keep_special_tokens: bool = False) -> list[list[Completion]]:
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         prompts = [{"prompt_token_ids": self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"]}
                    for r in requests]
         params = [SamplingParams(n=r.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                  max_tokens=sampling.max_new_tokens, seed=r.seed,
-                                 skip_special_tokens=not keep_special_tokens) for r in requests]
+                                 logit_bias={i: -100.0 for i in sampling.suppress_token_ids} or None,
+                                 ) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[Completion(text=o.text, num_tokens=len(o.token_ids),
                             finish_reason="length" if o.finish_reason == "length" else "stop",
                             prompt_tokens=len(out.prompt_token_ids or []), token_ids=_strip_end(o, self.tokenizer))
                  for o in out.outputs] for out in outputs]
+
+
+    def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
+        """One step restricted to the forking tokens, with all N log-probabilities returned."""
+        import math
+
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=fork_ids, logprobs=len(fork_ids))
+        inputs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        out = []
+        for res in self.llm.generate(inputs, params, use_tqdm=False):
+            lps = res.outputs[0].logprobs[0]
+            raw = [lps[i].logprob if i in lps else -math.inf for i in fork_ids]
+            norm = math.log(sum(math.exp(x) for x in raw))
+            out.append([x - norm for x in raw])
+        return out
 
 
 def _strip_end(output: Any, tokenizer: Any) -> list[int]:
