@@ -3,8 +3,8 @@
     python examples/synthetic_gfpo.py --ssft runs/synthetic_ssft/bipartite --max-new-tokens 24
 
 Starting from an SSFT checkpoint of the synthetic task (examples/synthetic_ssft.py), for each estimator
-(sampled, exhaustive) and each ``--train`` choice (fork-head, full), it runs ``forkctl gfpo`` on training questions
-and reports on held-out questions: pass@1 with the model-chosen token (``--fork policy``), pass@1 with each fixed
+(sampled, exhaustive) and each ``--train`` choice (fork-head, full), it runs ``forkctl gfpo`` on training
+questions (``synthetic-train``) and reports on held-out questions: pass@1 with the model-chosen token (``--fork policy``), pass@1 with each fixed
 token before and after, and which token the model chooses by question length. Under the length budget
 (``--max-new-tokens``) the long, easy strategy overruns on long questions, so the best token depends on the
 question. Results go to ``--out``/report.json and a table.
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from forkctl.benchmarks.synthetic import generate_problems
 from forkctl.eval import EvalConfig, run_eval
 from forkctl.forks import ForkFormat
 from forkctl.gfpo import GFPOConfig, run_gfpo
-from forkctl.records import Sample, read_records, write_records
+from forkctl.records import Sample, read_records
 
 
 def evaluate(model: str, fork: str, out: Path, args: argparse.Namespace) -> dict:
@@ -55,7 +54,6 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--n", type=int, default=2, help="eval samples per held-out question")
     ap.add_argument("--eval-questions", type=int, default=300)
-    ap.add_argument("--train-questions", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--group-size", type=int, default=4)
@@ -70,9 +68,6 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     num_forks = ForkFormat.load(args.ssft).num_forks
-    train_file = out / "train_questions.jsonl"
-    write_records(train_file, [{"id": f"gfpo-train-{i}", "problem": p.text, "answer": str(p.answer)}
-                               for i, p in enumerate(generate_problems(args.train_questions, seed=args.seed + 1))])
 
     report: dict = {"args": vars(args), "before": {}, "runs": {}}
     report["before"]["fixed"] = fixed_token_pass1(args.ssft, num_forks, out / "before", args)
@@ -86,7 +81,7 @@ def main() -> None:
             name = f"{estimator}-{train}"
             run_dir = out / name
             lr = args.lr_head if train == "fork-head" else args.lr_full
-            run_gfpo(GFPOConfig(model=args.ssft, data=str(train_file), reward="synthetic", out=str(run_dir / "train"),
+            run_gfpo(GFPOConfig(model=args.ssft, data="synthetic-train", out=str(run_dir / "train"),
                                 estimator=estimator, train=train, steps=args.steps, batch_size=args.batch_size,
                                 group_size=args.group_size, lr=lr, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, seed=args.seed, rollout_batch_size=128),

@@ -273,8 +273,9 @@ def filter_cmd(
 def gfpo_cmd(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, help="Starting checkpoint: an SSFT model with forking tokens."),
-    data: str = typer.Option("synthetic", help="Training questions with answers: a benchmark name (synthetic, "
-                             "aime24, math500, ...) or a questions file."),
+    data: str = typer.Option("synthetic-train", help="Training questions with answers: a benchmark name "
+                             "(synthetic-train: the synthetic task's training split; math500, ...) or a questions "
+                             "file."),
     out: str = typer.Option("runs/gfpo", help="Output directory: checkpoint/, gfpo_log.jsonl (per-step stats), "
                             "gfpo_state.pt (for --resume), gfpo_config.json."),
     num_forks: Optional[int] = typer.Option(None, help="Forking tokens N [default: from the checkpoint]."),

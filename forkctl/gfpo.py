@@ -49,7 +49,7 @@ LOG_FILE = "gfpo_log.jsonl"
 @dataclass
 class GFPOConfig:
     model: str = ""
-    data: str = "synthetic"
+    data: str = "synthetic-train"
     out: str = "runs/gfpo"
     num_forks: int | None = None
     estimator: str = "sampled"

@@ -243,17 +243,18 @@ def build_synthetic_model(out_dir: str | Path, num_forks: int = 3, hidden_size: 
 
 
 class SyntheticBenchmark(Benchmark):
-    """Held-out synthetic questions; each scored sample records its detected ``strategy`` and ``num_items``."""
+    """Synthetic questions (held-out ``test`` split by default); each scored sample records its detected
+    ``strategy`` and ``num_items``."""
 
     def __init__(self, name: str = "synthetic", count: int = 300, seed: int = 0, min_items: int = MIN_ITEMS,
-                 max_items: int = DEFAULT_MAX_ITEMS) -> None:
-        self.name, self.count, self.seed = name, count, seed
+                 max_items: int = DEFAULT_MAX_ITEMS, split: str = "test") -> None:
+        self.name, self.count, self.seed, self.split = name, count, seed, split
         self.min_items, self.max_items = min_items, max_items
 
     def load(self) -> list[Question]:
-        return [Question(id=f"syn-test-{self.seed}-{i}", problem=p.text, answer=str(p.answer),
+        return [Question(id=f"syn-{self.split}-{self.seed}-{i}", problem=p.text, answer=str(p.answer),
                          extra={"num_items": len(p.values)})
-                for i, p in enumerate(generate_problems(self.count, self.seed, "test", self.min_items,
+                for i, p in enumerate(generate_problems(self.count, self.seed, self.split, self.min_items,
                                                         self.max_items))]
 
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
@@ -270,7 +271,9 @@ class SyntheticBenchmark(Benchmark):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": "forkctl.benchmarks.synthetic", "count": self.count,
-                "seed": self.seed, "items": [self.min_items, self.max_items]}
+                "seed": self.seed, "split": self.split, "items": [self.min_items, self.max_items]}
 
 
 register("synthetic")(lambda: SyntheticBenchmark())
+# Training questions with answers (never held-out ones) for RL, e.g. ``forkctl gfpo --data synthetic-train``.
+register("synthetic-train")(lambda: SyntheticBenchmark("synthetic-train", count=2000, seed=1, split="train"))
