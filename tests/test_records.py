@@ -112,8 +112,11 @@ with JsonlAppender(sys.argv[1]) as sink:
 def test_sigkill_never_leaves_a_torn_line(tmp_path):
     p = tmp_path / "k.jsonl"
     for _ in range(3):
+        before = p.stat().st_size if p.exists() else 0
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(p)])
-        time.sleep(0.6)
+        deadline = time.monotonic() + 30
+        while (not p.exists() or p.stat().st_size < before + 50_000) and time.monotonic() < deadline:
+            time.sleep(0.01)  # kill only once it is busy writing, however slow the machine
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     data = p.read_bytes()
