@@ -12,7 +12,7 @@ synthetic --fork all``) and report per run:
 Targets: bipartite NMI >= 0.8, random and mixed <= 0.2; SSFT pass@1 within 2 points of mixed; SSFT cons@native
 >= its pass@1.
 
-    python examples/synthetic_ssft.py                       # ~10 min per run on one busy core
+    python examples/synthetic_ssft.py                       # ~15 min per run on 2 cores (--threads 2)
     python examples/synthetic_ssft.py --steps 300 --eval-questions 60   # a quick look
 
 Everything lands in ``--workdir`` (reruns reuse finished runs and evals); the table is also written to
@@ -34,9 +34,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--workdir", default="runs/synthetic_ssft")
     ap.add_argument("--modes", default="bipartite,random,mixed")
     ap.add_argument("--questions", type=int, default=4000, help="training questions (3 traces each)")
-    ap.add_argument("--steps", type=int, default=800, help="optimiser steps per run")
-    ap.add_argument("--batch-size", type=int, default=8, help="questions per step")
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=4000, help="optimiser steps per run")
+    ap.add_argument("--batch-size", type=int, default=12, help="questions per step")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--match-prefix-tokens", type=int, default=16)
     ap.add_argument("--eval-questions", type=int, default=200, help="held-out questions")
     ap.add_argument("--samples-per-token", type=int, default=2)
