@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--train", default="fork-head,full")
     ap.add_argument("--lr-full", type=float, default=3e-4)
     ap.add_argument("--lr-head", type=float, default=0.05)
+    ap.add_argument("--scale-rewards", action="store_true", help="standardise advantages per question")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
             run_gfpo(GFPOConfig(model=args.ssft, data="synthetic-train", out=str(run_dir / "train"),
                                 estimator=estimator, train=train, steps=args.steps, batch_size=args.batch_size,
                                 group_size=args.group_size, lr=lr, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, seed=args.seed, rollout_batch_size=128),
+                                temperature=args.temperature, seed=args.seed, rollout_batch_size=128,
+                                scale_rewards=args.scale_rewards),
                      progress=True)
             ckpt = str(run_dir / "train" / "checkpoint")
             policy = evaluate(ckpt, "policy", run_dir / "policy", args)

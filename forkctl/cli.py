@@ -290,7 +290,9 @@ def gfpo_cmd(
     beta: float = typer.Option(0.0, help="Weight of the exact KL(π || π_start) over the N tokens."),
     clip: float = typer.Option(0.2, help="PPO ratio clipping epsilon (matters with --ppo-epochs > 1)."),
     ppo_epochs: int = typer.Option(1, help="Policy updates per batch of rollouts (sampled estimator)."),
-    scale_rewards: bool = typer.Option(False, help="Divide group advantages by the group's reward std."),
+    scale_rewards: bool = typer.Option(False, help="sampled: divide group advantages by the group's reward std; "
+                                       "exhaustive: standardise each question's token values. Either way every "
+                                       "question weighs the same in the update."),
     train: str = typer.Option("fork-head", help="fork-head: only the forking tokens' output rows (untied), on the "
                               "frozen hidden state; the reasoning modes cannot drift. full: every parameter (the "
                               "paper's update; needs --rollout-backend transformers to stay on-policy)."),

@@ -227,6 +227,14 @@ def exhaustive_loss(logp: Any, values: Any, beta: float, ref_logp: Any | None) -
     return loss, stats
 
 
+def scale_values(values: torch.Tensor) -> torch.Tensor:
+    """Per question, (v − mean_i v_i) / std_i v_i (0 where every token scored the same): each question weighs the
+    same in the update, as GRPO's std scaling does for groups. The per-question gradient direction is unchanged."""
+    centred = values - values.mean(-1, keepdim=True)
+    std = values.std(-1, unbiased=False, keepdim=True)
+    return torch.where(std > 0, centred / std.clamp(min=1e-8), torch.zeros_like(centred))
+
+
 def entropy(probs: list[float]) -> float:
     return -sum(p * math.log(p) for p in probs if p > 0)
 
@@ -339,6 +347,8 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
             values = torch.tensor([[sum(r[(f - 1) * cfg.group_size:f * cfg.group_size]) / cfg.group_size
                                     for f in range(1, fmt.num_forks + 1)] for r in rewards],
                                   dtype=torch.float32, device=logp0.device)
+            if cfg.scale_rewards:
+                values = scale_values(values)
             logp = policy.log_probs(prompts)
             loss, extra = exhaustive_loss(logp, values, cfg.beta, ref_logp)
             _update(accelerator, optimizer, loss)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from forkctl import forks
 from forkctl.cli import app
 from forkctl.gfpo import (ForkPolicy, GFPOConfig, exhaustive_loss, group_advantages, read_log, run_gfpo,
-                          sampled_loss)
+                          sampled_loss, scale_values)
 
 
 def test_group_advantages_as_documented():
@@ -19,6 +19,13 @@ def test_group_advantages_as_documented():
     assert group_advantages([1, 1, 1], scale=True) == [0.0, 0.0, 0.0]  # zero variance: no signal, no NaN
     adv = group_advantages([1, 0, 0, 0], scale=True)
     assert adv[0] == pytest.approx(0.75 / (3 ** 0.5 / 4))
+
+
+def test_scaled_values_standardise_each_question_and_keep_zero_variance_at_zero():
+    v = torch.tensor([[1.0, 0.25, 0.0], [0.5, 0.5, 0.5]])
+    s = scale_values(v)
+    torch.testing.assert_close(s[0], (v[0] - v[0].mean()) / v[0].std(unbiased=False))
+    assert torch.equal(s[1], torch.zeros(3))
 
 
 def test_exhaustive_loss_gradient_is_the_exact_expected_reward_gradient():
