@@ -1,6 +1,6 @@
 """GFPO on the synthetic multi-strategy task: does the model learn which forking token suits which question?
 
-    python examples/synthetic_gfpo.py --ssft runs/synthetic_ssft/bipartite --max-new-tokens 24
+    python examples/synthetic_gfpo.py --ssft runs/synthetic_ssft/bipartite
 
 Starting from an SSFT checkpoint of the synthetic task (examples/synthetic_ssft.py), for each estimator
 (sampled, exhaustive) and each ``--train`` choice (fork-head, full), it runs ``forkctl gfpo`` on training
@@ -50,17 +50,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ssft", required=True, help="SSFT checkpoint of the synthetic task")
     ap.add_argument("--out", default="runs/synthetic-gfpo")
-    ap.add_argument("--max-new-tokens", type=int, default=24, help="the length budget, for rollouts and eval")
+    ap.add_argument("--max-new-tokens", type=int, default=20, help="the length budget, for rollouts and eval")
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--n", type=int, default=2, help="eval samples per held-out question")
     ap.add_argument("--eval-questions", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--estimators", default="sampled,exhaustive")
     ap.add_argument("--train", default="fork-head,full")
     ap.add_argument("--lr-full", type=float, default=3e-4)
-    ap.add_argument("--lr-head", type=float, default=0.05)
+    ap.add_argument("--lr-head", type=float, default=0.01)
     ap.add_argument("--scale-rewards", action="store_true", help="standardise advantages per question")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

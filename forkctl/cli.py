@@ -285,7 +285,7 @@ def gfpo_cmd(
     group_size: int = typer.Option(8, help="G: rollouts per question (sampled) or per token (exhaustive)."),
     steps: int = typer.Option(20, help="Optimiser steps."),
     batch_size: int = typer.Option(16, help="Questions per step (split across accelerate processes)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate [default: 0.05 for --train fork-head, 1e-6 for "
+    lr: Optional[float] = typer.Option(None, help="Learning rate [default: 0.01 for --train fork-head, 1e-6 for "
                                        "full]."),
     beta: float = typer.Option(0.0, help="Weight of the exact KL(π || π_start) over the N tokens."),
     clip: float = typer.Option(0.2, help="PPO ratio clipping epsilon (matters with --ppo-epochs > 1)."),

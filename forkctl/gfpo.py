@@ -95,7 +95,7 @@ class GFPOConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (0.05 if self.train == "fork-head" else 1e-6)
+        return self.lr if self.lr is not None else (0.01 if self.train == "fork-head" else 1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
