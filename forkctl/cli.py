@@ -89,8 +89,8 @@ def eval_cmd(
                                           "(--k 1 --k 8 or --k 1,8). Each k must be <= --n. [default: 1]"),
     fork: str = typer.Option("none", help="Forking token: none (plain prompt); a fixed token (think1 or 1); all "
                              "(the n samples spread evenly over the N tokens, interleaved 1,2,..,N,1,2..; enables "
-                             "cons@native); policy (the model chooses: drawn from its distribution over the N tokens at the fork position, "
-                             "recorded per sample)."),
+                             "cons@native); policy (the model chooses: drawn from its distribution over the N tokens "
+                             "at the fork position, recorded per sample)."),
     num_forks: Optional[int] = typer.Option(None, help="Number of forking tokens N [default: from the "
                                             "checkpoint's forkctl.json, else the <thinkK> tokens in its vocabulary]."),
     fork_prefix: Optional[str] = typer.Option(None, help="Text between the generation prompt and <thinkK> "

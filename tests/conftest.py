@@ -25,6 +25,17 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def questions_file(tmp_path: Path) -> Path:
+    """Three arithmetic questions with gold answers (ids q0..q2)."""
+    import json
+
+    p = tmp_path / "questions.jsonl"
+    p.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                         for i in range(3)))
+    return p
+
+
 @pytest.fixture(scope="session")
 def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Qwen2 with 4 forking tokens and a locally trained tokenizer."""

@@ -19,14 +19,6 @@ def run_cli(*args: str):
     return result
 
 
-@pytest.fixture()
-def questions_file(tmp_path):
-    p = tmp_path / "questions.jsonl"
-    rows = [{"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
-
-
 def test_eval_transformers_end_to_end_with_all_forks_and_resume(toy_model, questions_file, tmp_path):
     out = tmp_path / "ev"
     args = ["eval", "--model", toy_model, "--benchmark", questions_file, "--n", "4", "--k", "1,2", "--k", "4",

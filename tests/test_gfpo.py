@@ -1,6 +1,5 @@
 """GFPO: advantages, exact gradients, gradient only at the fork position, resume, remote rollouts."""
 
-import json
 
 import pytest
 import torch
@@ -112,17 +111,9 @@ def test_fork_head_checkpoint_unties_and_leaves_the_reasoning_untouched(toy_mode
     torch.testing.assert_close(reloaded.get_input_embeddings().weight, base.get_input_embeddings().weight)
 
 
-@pytest.fixture()
-def questions(tmp_path):
-    p = tmp_path / "q.jsonl"
-    p.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
-                         for i in range(5)))
-    return p
-
-
-def test_resume_continues_from_the_saved_step(toy_model, questions, tmp_path):
+def test_resume_continues_from_the_saved_step(toy_model, questions_file, tmp_path):
     out = tmp_path / "run"
-    base = dict(model=str(toy_model), data=str(questions), out=str(out), steps=2, batch_size=2, group_size=2,
+    base = dict(model=str(toy_model), data=str(questions_file), out=str(out), steps=2, batch_size=2, group_size=2,
                 max_new_tokens=3, save_every=1)
     run_gfpo(GFPOConfig(**base), progress=False)
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2]
@@ -136,8 +127,8 @@ def test_resume_continues_from_the_saved_step(toy_model, questions, tmp_path):
     assert forks.detect_num_forks(reloaded) == 4
 
 
-def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions, tmp_path):
-    result = CliRunner().invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--out",
+def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions_file, tmp_path):
+    result = CliRunner().invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--out",
                                       str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--group-size", "2",
                                       "--max-new-tokens", "2", "--estimator", "exhaustive"])
     assert result.exit_code == 0, result.output
@@ -151,19 +142,19 @@ def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questi
         assert key in row
 
 
-def test_bad_options_give_one_line_errors(toy_model, questions, tmp_path):
+def test_bad_options_give_one_line_errors(toy_model, questions_file, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--estimator", "x",
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--estimator", "x",
                                  "--out", str(tmp_path / "a")])
     assert result.exit_code == 2 and "--estimator must be one of" in result.output
-    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions), "--group-size", "1",
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--group-size", "1",
                                  "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "group-size >= 2" in result.output
 
 
 @pytest.mark.slow
-def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_model, questions, tmp_path):
-    result = run_gfpo(GFPOConfig(model=str(toy_model), data=str(questions), out=str(tmp_path / "o"), steps=1,
+def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_model, questions_file, tmp_path):
+    result = run_gfpo(GFPOConfig(model=str(toy_model), data=str(questions_file), out=str(tmp_path / "o"), steps=1,
                                  batch_size=2, group_size=2, max_new_tokens=3, rollout_backend="openai",
                                  base_url=transformers_server.base_url), progress=False)
     [row] = result["history"]

@@ -31,20 +31,12 @@ def vllm_env() -> dict[str, str]:
                       DO_NOT_TRACK="1")
 
 
-@pytest.fixture()
-def questions(tmp_path):
-    p = tmp_path / "q.jsonl"
-    p.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-                         for i in range(3)))
-    return p
-
-
-def test_eval_with_the_offline_vllm_backend(toy_model, questions, tmp_path):
+def test_eval_with_the_offline_vllm_backend(toy_model, questions_file, tmp_path):
     out = tmp_path / "ev"
     engine = {"max_model_len": 1024, "enforce_eager": True, "max_num_seqs": 16}
     proc = subprocess.run(
         [str(VLLM_PY), "-m", "forkctl", "eval", "--backend", "vllm", "--model", str(toy_model),
-         "--vllm-args", json.dumps(engine), "--dtype", "float32", "--benchmark", str(questions), "--n", "4",
+         "--vllm-args", json.dumps(engine), "--dtype", "float32", "--benchmark", str(questions_file), "--n", "4",
          "--k", "1,4", "--fork", "all", "--max-new-tokens", "8", "--out", str(out), "--quiet"],
         env=vllm_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -55,7 +47,7 @@ def test_eval_with_the_offline_vllm_backend(toy_model, questions, tmp_path):
 
     # vLLM saw exactly the prompt the transformers backend renders: same prompt token counts per fork.
     ref = tmp_path / "ref"
-    result = CliRunner().invoke(app, ["eval", "--model", str(toy_model), "--benchmark", str(questions), "--n", "4",
+    result = CliRunner().invoke(app, ["eval", "--model", str(toy_model), "--benchmark", str(questions_file), "--n", "4",
                                       "--k", "1", "--fork", "all", "--max-new-tokens", "2", "--out", str(ref),
                                       "--quiet"])
     assert result.exit_code == 0, result.output
@@ -86,11 +78,11 @@ def vllm_server(toy_model, tmp_path_factory):
         log.close()
 
 
-def test_eval_with_the_openai_backend_against_a_vllm_server(vllm_server, toy_model, questions, tmp_path):
+def test_eval_with_the_openai_backend_against_a_vllm_server(vllm_server, toy_model, questions_file, tmp_path):
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
-        "--benchmark", str(questions), "--n", "4", "--k", "1,4", "--fork", "all", "--max-new-tokens", "8",
+        "--benchmark", str(questions_file), "--n", "4", "--k", "1,4", "--fork", "all", "--max-new-tokens", "8",
         "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     samples = read_records(out / "samples.jsonl", Sample)
@@ -99,7 +91,7 @@ def test_eval_with_the_openai_backend_against_a_vllm_server(vllm_server, toy_mod
     assert {s.fork for s in samples} == {1, 2, 3, 4}
 
 
-def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions, tmp_path):
+def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_file, tmp_path):
     """--fork policy asks the server for π over the forking tokens (allowed_token_ids + logprobs)."""
     from forkctl import forks
     from forkctl.generation.openai_backend import OpenAIBackend
@@ -113,7 +105,7 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions, t
     out = tmp_path / "policy"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
-        "--benchmark", str(questions), "--n", "4", "--fork", "policy", "--max-new-tokens", "4", "--out", str(out),
+        "--benchmark", str(questions_file), "--n", "4", "--fork", "policy", "--max-new-tokens", "4", "--out", str(out),
         "--quiet"])
     assert result.exit_code == 0, result.output
     assert all(s.fork in {1, 2, 3, 4} for s in read_records(out / "samples.jsonl", Sample))
