@@ -29,6 +29,16 @@ console = Console(stderr=True)
 USER_ERRORS = (ValueError, ConfigError, FileNotFoundError, RuntimeError, KeyError)
 
 
+# Options several commands share, declared once.
+CONFIG_OPTION = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys are an error).")
+BASE_URL_OPTION = typer.Option(None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1.")
+TOKENIZER_OPTION = typer.Option(None, help="openai backend: local tokenizer/checkpoint used to render prompts "
+                                "[default: --model].")
+API_KEY_ENV_OPTION = typer.Option(None, help="openai backend: NAME of the environment variable holding the API key "
+                                  "(never the key itself).")
+CONCURRENCY_OPTION = typer.Option(16, help="openai backend: requests in flight.")
+
+
 def _options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """Merge ``--config`` YAML under the options typed on the command line."""
     # Compare by name: typer may ship its own copy of click's ParameterSource enum.
@@ -110,16 +120,13 @@ def eval_cmd(
     system_prompt: Optional[str] = typer.Option(None, help="A system message to put before each question."),
     batch_size: int = typer.Option(32, help="Sequences per generate() batch (transformers backend)."),
     dtype: str = typer.Option("auto", help="Model dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16."),
-    base_url: Optional[str] = typer.Option(None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1."),
-    tokenizer: Optional[str] = typer.Option(None, help="openai backend: local tokenizer/checkpoint used to render "
-                                            "prompts [default: --model]."),
-    api_key_env: Optional[str] = typer.Option(None, help="openai backend: NAME of the environment variable "
-                                              "holding the API key (never the key itself)."),
-    concurrency: int = typer.Option(16, help="openai backend: requests in flight."),
+    base_url: Optional[str] = BASE_URL_OPTION,
+    tokenizer: Optional[str] = TOKENIZER_OPTION,
+    api_key_env: Optional[str] = API_KEY_ENV_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
     vllm_args: Optional[str] = typer.Option(None, help="vllm backend: JSON of extra vllm.LLM arguments, e.g. "
                                             "'{\"tensor_parallel_size\": 8, \"max_model_len\": 32768}'."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
-                                          "are an error)."),
+    config: Optional[Path] = CONFIG_OPTION,
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Sample a model on a benchmark and report pass@k, cons@k, cons@native and per-token accuracy."""
@@ -204,8 +211,7 @@ def collect_cmd(
     system_prompt: Optional[str] = typer.Option(None, help="A system message to put before each question."),
     retry_failed: bool = typer.Option(False, help="Request again the responses recorded as failed by an earlier "
                                       "run (their error lines are removed first, so each key stays recorded once)."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
-                                          "are an error)."),
+    config: Optional[Path] = CONFIG_OPTION,
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Collect reasoning traces from several teachers (OpenAI-compatible APIs): resumable, rate-limited, costed."""
@@ -250,8 +256,7 @@ def filter_cmd(
     max_tokens: Optional[int] = typer.Option(None, help="Drop traces longer than this many tokens of --tokenizer."),
     reasoning_separator: str = typer.Option("\n</think>\n\n", help="Put between a response's separate reasoning "
                                             "field and its content to form the trace text."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
-                                          "are an error)."),
+    config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Keep up to M distinct correct traces per question (dropping failed, truncated, wrong, duplicate, too long)."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
@@ -299,11 +304,10 @@ def gfpo_cmd(
     rollout_backend: str = typer.Option("transformers", help="Rollouts: transformers (the learner's own weights), "
                                         "vllm, or openai (an OpenAI-compatible server such as a vllm serve fleet; "
                                         "the learner keeps the policy)."),
-    base_url: Optional[str] = typer.Option(None, help="openai rollouts: server URL."),
-    tokenizer: Optional[str] = typer.Option(None, help="openai rollouts: tokenizer to render prompts [default: "
-                                            "--model]."),
-    api_key_env: Optional[str] = typer.Option(None, help="openai rollouts: NAME of the variable holding the key."),
-    concurrency: int = typer.Option(16, help="openai rollouts: requests in flight."),
+    base_url: Optional[str] = BASE_URL_OPTION,
+    tokenizer: Optional[str] = TOKENIZER_OPTION,
+    api_key_env: Optional[str] = API_KEY_ENV_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
     rollout_batch_size: int = typer.Option(64, help="transformers rollouts: sequences per generate batch."),
     temperature: float = typer.Option(0.6, help="Rollout sampling temperature."),
     top_p: float = typer.Option(0.95, help="Rollout nucleus sampling."),
@@ -317,8 +321,7 @@ def gfpo_cmd(
     save_every: int = typer.Option(0, help="Also checkpoint every this many steps (0: only at the end)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint and step."),
     system_prompt: Optional[str] = typer.Option(None, help="A system message before each question."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI wins; unknown keys are an "
-                                          "error)."),
+    config: Optional[Path] = CONFIG_OPTION,
     quiet: bool = typer.Option(False, help="No per-step lines."),
 ) -> None:
     """RL on the choice of forking token only: sample <think i> from π(·|x), roll out, reward, update log π."""
@@ -392,8 +395,7 @@ def ssft_cmd(
                                 "back to that step)."),
     strict: bool = typer.Option(False, help="Stop at the first bad trace set (file:line) instead of skipping and "
                                 "counting it."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
-                                          "are an error)."),
+    config: Optional[Path] = CONFIG_OPTION,
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Set-supervised fine-tuning: each question's traces matched to distinct forking tokens (bipartite matching)."""
@@ -426,8 +428,7 @@ def synthetic_data_cmd(
     num_forks: int = typer.Option(3, help="Forking tokens of the --model-out base."),
     hidden_size: int = typer.Option(128, help="Hidden size of the --model-out base."),
     num_layers: int = typer.Option(4, help="Layers of the --model-out base."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of these options (CLI values win; unknown keys "
-                                          "are an error)."),
+    config: Optional[Path] = CONFIG_OPTION,
 ) -> None:
     """Write trace sets of the synthetic multi-strategy task (and optionally a fresh tiny base model for it)."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
