@@ -40,10 +40,12 @@ CONCURRENCY_OPTION = typer.Option(16, help="openai backend: requests in flight."
 
 
 def _options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``--config`` YAML under the options typed on the command line."""
+    """Merge ``--config`` YAML under the options typed on the command line (``config`` itself is dropped)."""
     # Compare by name: typer may ship its own copy of click's ParameterSource enum.
     explicit = {name for name in values if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"}
-    return merge(values, explicit, values.get("config"))
+    merged = merge(values, explicit, values.get("config"))
+    merged.pop("config", None)
+    return merged
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -135,7 +137,7 @@ def eval_cmd(
 
     def go() -> None:
         opts = _options(ctx, values)
-        opts.pop("config"), opts.pop("quiet")
+        quiet = opts.pop("quiet")
         opts["k"] = parse_ks(opts["k"])
         if isinstance(opts["vllm_args"], str):
             opts["vllm_args"] = json.loads(opts["vllm_args"])
@@ -220,7 +222,7 @@ def collect_cmd(
 
     def go() -> None:
         opts = _options(ctx, values)
-        opts.pop("config"), opts.pop("quiet")
+        quiet = opts.pop("quiet")
         result = run_collect(CollectConfig(**opts), progress=not quiet)
         Console().print(summary_table(result))
         console.print(f"wrote {result.out_path} (config: {result.config_path})")
@@ -264,7 +266,6 @@ def filter_cmd(
 
     def go() -> None:
         opts = _options(ctx, values)
-        opts.pop("config")
         result = run_filter(FilterConfig(**opts))
         for table in summary_tables(result):
             Console().print(table)
@@ -330,7 +331,7 @@ def gfpo_cmd(
 
     def go() -> None:
         opts = _options(ctx, values)
-        opts.pop("config"), opts.pop("quiet")
+        quiet = opts.pop("quiet")
         result = run_gfpo(GFPOConfig(**opts), progress=not quiet)
         console.print(f"wrote {result['checkpoint']}")
 
@@ -404,7 +405,6 @@ def ssft_cmd(
 
     def go() -> None:
         opts = _options(ctx, values)
-        opts.pop("config")
         summary = run_ssft(SSFTConfig(**opts))
         console.print(f"trained {summary['global_step']} steps (loss {summary['train_loss']:.4f}); wrote "
                       f"{opts['out']}")
