@@ -1,4 +1,4 @@
-"""The forking tokens ``<think1>``..``<thinkN>``: adding, initialising, rendering, reading back.
+"""The forking tokens ``<think1>``..``<thinkN>``: adding, initialising, rendering.
 
 :func:`render_prompt` is the one place a question becomes model input. Training (ssft), RL (gfpo) and every
 generation backend call it, so the text the model sees after ``<think i>`` is identical everywhere:
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 FORK_CONFIG_FILE = "forkctl.json"
-FORK_RE = re.compile(r"<think(\d+)>")
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -179,20 +178,6 @@ def render_prompt(tokenizer: Any, problem: str, fork: int | None, fmt: ForkForma
 def policy_prompt(tokenizer: Any, problem: str, fmt: ForkFormat, system: str | None = None) -> str:
     """Model input at the position where the model chooses its forking token (right after the prefix)."""
     return generation_prompt(tokenizer, problem, system) + fmt.prefix
-
-
-def split_fork(text: str, fmt: ForkFormat) -> tuple[int | None, str]:
-    """Read the forking token a model emitted at the start of ``text``; return (fork or None, the rest).
-
-    The suffix after the token is removed too, so the rest is what :func:`render_prompt` would be followed by.
-    """
-    m = FORK_RE.match(text.lstrip(" ") if fmt.prefix else text)
-    if not m or not 1 <= int(m.group(1)) <= fmt.num_forks:
-        return None, text
-    rest = text.lstrip(" ")[m.end():] if fmt.prefix else text[m.end():]
-    if fmt.suffix and rest.startswith(fmt.suffix):
-        rest = rest[len(fmt.suffix):]
-    return int(m.group(1)), rest
 
 
 def parse_fork_spec(spec: str, num_forks: int) -> str | int:

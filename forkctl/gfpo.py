@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from forkctl import forks
+from forkctl.generation.hf import encode_left_padded
 from forkctl.records import JsonlAppender, Question, write_json
 
 ESTIMATORS = ("sampled", "exhaustive")
@@ -102,15 +103,6 @@ class GFPOConfig:
 # The policy at the fork position
 
 
-def encode_left_padded(tokenizer: Any, prompts: list[str], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-    return input_ids, mask
-
-
 def fork_hidden(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The final (normed) hidden state at the last prompt position: the fork position."""
     out = model.base_model(input_ids=input_ids, attention_mask=attention_mask)
@@ -161,9 +153,6 @@ class ForkPolicy:
             out = self.trainable(input_ids=input_ids, attention_mask=mask, logits_to_keep=1)
             logits = out.logits[:, -1, :].float()[:, self.fork_index.to(device)]
         return torch.log_softmax(logits, dim=-1)
-
-    def head_weight(self) -> torch.Tensor | None:
-        return None if self.head is None else self.head.weight
 
     def write_back(self) -> None:
         """Put the trained forking rows into an untied ``lm_head`` (fork-head mode) so checkpoints carry them."""

@@ -75,10 +75,3 @@ def test_all_interleaves_tokens_so_prefixes_are_balanced():
     assert forks.forks_for_samples("all", 8, 4) == [1, 2, 3, 4, 1, 2, 3, 4]
     assert forks.forks_for_samples(2, 3, 4) == [2, 2, 2]
     assert forks.forks_for_samples("none", 2, 4) == [None, None]
-
-
-def test_split_fork_reads_the_chosen_token():
-    fmt = forks.ForkFormat(4)
-    assert forks.split_fork("<think3>\nso 4", fmt) == (3, "so 4")
-    assert forks.split_fork("no token", fmt) == (None, "no token")
-    assert forks.split_fork("<think9>\nx", fmt) == (None, "<think9>\nx")

@@ -79,8 +79,7 @@ class TransformersBackend(Backend):
 
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
+        input_ids, attention = left_pad(prompts, pad, self.model.device)
         torch.manual_seed(_batch_seed(reqs))
         do_sample = sampling.temperature > 0
         with torch.no_grad():
@@ -102,18 +101,30 @@ class TransformersBackend(Backend):
         return completions
 
 
+def left_pad(ids: list[list[int]], pad: int, device: Any) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) with every sequence right-aligned, so the last position is each prompt's end."""
+    import torch
+
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    return input_ids, mask
+
+
+def encode_left_padded(tokenizer: Any, prompts: list[str], device: Any) -> tuple[Any, Any]:
+    """Tokenise rendered prompts (no extra special tokens) and left-pad them."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return left_pad([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], pad, device)
+
+
 def fork_logprobs_of(model: Any, tokenizer: Any, prompts: list[str], fork_ids: list[int],
                      batch_size: int = 32) -> list[list[float]]:
     """log-softmax over the forking tokens' logits at the last prompt position (left-padded batches)."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[float]] = []
     for start in range(0, len(prompts), batch_size):
-        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + batch_size]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=model.device)
+        input_ids, mask = encode_left_padded(tokenizer, prompts[start:start + batch_size], model.device)
         with torch.no_grad():
             logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
         out.extend(torch.log_softmax(logits[:, fork_ids].float(), dim=-1).tolist())
