@@ -26,7 +26,6 @@ out, and gradients are averaged by accelerate.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -38,7 +37,7 @@ import torch
 
 from forkctl import forks
 from forkctl.generation.hf import encode_left_padded
-from forkctl.records import JsonlAppender, Question, write_json
+from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines, write_json
 
 ESTIMATORS = ("sampled", "exhaustive")
 TRAIN_MODES = ("fork-head", "full")
@@ -501,11 +500,8 @@ def _save(accelerator: Any, policy: ForkPolicy, tokenizer: Any, fmt: forks.ForkF
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step`` (written after the last checkpoint) before continuing."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep_lines(path, lambda obj: obj["step"] <= step)
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return read_json_lines(path)

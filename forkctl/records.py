@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -195,6 +195,20 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordError(where, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def read_json_lines(path: str | Path) -> list[Any]:
+    """Every object of a JSONL file, unvalidated (logs, configs)."""
+    return [obj for _, obj in iter_json_lines(path)]
+
+
+def keep_lines(path: str | Path, keep: Callable[[Any], bool]) -> None:
+    """Rewrite a JSONL file atomically with only the objects ``keep`` accepts (e.g. a log cut back to the
+    checkpoint a run resumes from); a missing file is left alone."""
+    if not Path(path).exists():
+        return
+    repair_tail(path)
+    write_records(path, [obj for obj in read_json_lines(path) if keep(obj)])
 
 
 def read_records(path: str | Path, cls: type[R]) -> list[R]:

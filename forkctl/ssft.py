@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from forkctl import forks
-from forkctl.records import JsonlAppender, TraceSet, iter_json_lines, write_json, write_records
+from forkctl.records import JsonlAppender, TraceSet, iter_json_lines, keep_lines, read_json_lines, write_json
 
 MATCHING_MODES = ("bipartite", "random", "fixed", "mixed")
 IGNORE = -100
@@ -592,15 +592,12 @@ def _checkpoint_step(path: str | Path) -> int:
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop matching-log lines of steps at or after the checkpoint resumed from (they will be redone)."""
-    if not path.exists():
-        return
-    keep = [obj for _, obj in iter_json_lines(path) if isinstance(obj, dict) and obj.get("step", 0) < step]
-    write_records(path, keep)
+    keep_lines(path, lambda obj: isinstance(obj, dict) and obj.get("step", 0) < step)
 
 
 def read_matching_log(path: str | Path) -> list[dict[str, Any]]:
     """The matching log's entries (for inspect and the experiment)."""
-    return [obj for _, obj in iter_json_lines(path)]
+    return read_json_lines(path)
 
 
 __all__ = ["SSFTConfig", "QuestionItem", "DataReport", "assign", "cost_matrix", "cost_matrices", "pair_batch",
