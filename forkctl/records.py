@@ -1,8 +1,8 @@
 """Records that flow between stages, and their JSONL I/O.
 
 Every stage reads and writes one JSON object per line. Reading validates each line and fails with
-``file:line: field 'x': problem``; writing appends whole lines with a single ``write`` so a killed run
-never leaves a torn line (and :func:`repair_tail` drops one if a crash ever did, before resuming).
+``file:line: field 'x': problem``; writing appends each line with a single ``write``, so a killed run can
+leave at most its last line torn, and :func:`repair_tail` (which every resume calls first) drops it.
 """
 
 from __future__ import annotations
@@ -258,8 +258,9 @@ def repair_tail(path: str | Path) -> int:
 class JsonlAppender:
     """Append records to a JSONL file, one ``os.write`` per line (O_APPEND), flushed to the OS at once.
 
-    A process killed at any instant leaves only whole lines: a line is either written entirely by its
-    single write call or not at all. ``fsync=True`` also survives a machine crash, at some speed cost.
+    Lines never interleave and every line before the last is whole. Only the last can be torn: Linux lets
+    a SIGKILL cut a regular-file write short between pages. Opening an appender (as every resume does)
+    first drops such a tail with :func:`repair_tail`. ``fsync=True`` also survives a machine crash.
     """
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
@@ -273,7 +274,7 @@ class JsonlAppender:
         data = record.to_dict() if isinstance(record, Record) else record
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         written = os.write(self._fd, line)
-        while written < len(line):  # never seen on local files, but a short write must not tear a line
+        while written < len(line):  # a short write without a signal (e.g. a full pipe): finish the line
             written += os.write(self._fd, line[written:])
         if self._fsync:
             os.fsync(self._fd)
