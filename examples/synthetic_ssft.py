@@ -2,7 +2,7 @@
 
 From one fresh tiny base (~1 M parameters, task-fitted tokenizer, 3 forking tokens), train with ``bipartite``
 (SSFT), ``random`` and ``mixed`` matching on the same trace sets (every question has one trace per strategy:
-forward, pairs, direct), then sample every forking token on held-out questions (``forkctl eval --benchmark
+forward, backward, direct), then sample every forking token on held-out questions (``forkctl eval --benchmark
 synthetic --fork all``) and report per run:
 
 - NMI(token; strategy) over all samples (the strategy each sample's text shows, ``unknown`` included),
@@ -16,7 +16,7 @@ Targets: bipartite NMI >= 0.8, random and mixed <= 0.2; SSFT pass@1 within 2 poi
     python examples/synthetic_ssft.py --steps 300 --eval-questions 60   # a quick look
 
 Everything lands in ``--workdir`` (reruns reuse finished runs and evals); the table is also written to
-``results.json`` there.
+``results-t<temperature>.json`` there.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--questions", type=int, default=4000, help="training questions (3 traces each)")
     ap.add_argument("--steps", type=int, default=4000, help="optimiser steps per run")
     ap.add_argument("--batch-size", type=int, default=12, help="questions per step")
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=5e-4, help="3e-3 stalls this model on the look-up")
     ap.add_argument("--match-prefix-tokens", type=int, default=16)
-    ap.add_argument("--eval-questions", type=int, default=200, help="held-out questions")
-    ap.add_argument("--samples-per-token", type=int, default=2)
+    ap.add_argument("--eval-questions", type=int, default=300, help="held-out questions")
+    ap.add_argument("--samples-per-token", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--max-new-tokens", type=int, default=64, help="enough for the longest forward trace")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     return ap.parse_args()
 
 
@@ -81,7 +81,8 @@ def main() -> None:
         n = num_forks * args.samples_per_token
         ev = run_eval(EvalConfig(model=str(run), benchmark="synthetic", n=n, k=[1], fork="all",
                                  temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                 limit=args.eval_questions, seed=args.seed, out=str(run / "eval"), batch_size=64),
+                                 limit=args.eval_questions, seed=args.seed, batch_size=64,
+                                 out=str(run / f"eval-t{args.temperature:g}")),
                       progress=False)
         samples = read_records(ev.samples_path, Sample)
         forks_, strategies = [s.fork for s in samples], [s.extra.get("strategy", "unknown") for s in samples]
@@ -121,7 +122,7 @@ def main() -> None:
             checks.append((f"{mode} NMI <= 0.2", results[mode]["nmi"] <= 0.2))
     for name, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
-    (work / "results.json").write_text(json.dumps({"args": vars(args), "results": results,
+    (work / f"results-t{args.temperature:g}.json").write_text(json.dumps({"args": vars(args), "results": results,
                                                    "checks": {n: ok for n, ok in checks}}, indent=2) + "\n")
 
 

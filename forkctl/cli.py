@@ -419,7 +419,7 @@ def synthetic_data_cmd(
                             "never one of the held-out `synthetic` benchmark questions)."),
     questions: int = typer.Option(2000, help="Questions, each with one trace per strategy (in a shuffled order)."),
     seed: int = typer.Option(0, help="Seed for questions and trace order."),
-    strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of forward,pairs,direct "
+    strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of forward,backward,direct "
                                              "[default: all three]."),
     min_items: int = typer.Option(2, help="Fewest digits per question (2..12)."),
     max_items: int = typer.Option(8, help="Most digits per question (2..12)."),

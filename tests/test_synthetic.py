@@ -30,18 +30,20 @@ def test_examples_of_each_strategy() -> None:
     p = Problem([3, 4, 5, 1, 9])
     assert p.text == "sum mod 10: a3 b4 c5 d1 e9" and p.answer == 2
     assert solve(p, "forward") == "a3=3 b4=7 c5=2 d1=3 e9=2 answer=2"
-    assert solve(p, "pairs") == "a+b=7 c+d=3 e=2 answer=2"
+    assert solve(p, "backward") == "e9=9 d1=0 c5=5 b4=9 a3=2 answer=2"
     assert solve(p, "direct") == "5 numbers, answer=2"
 
 
 def test_classifier_is_structural() -> None:
     assert classify("a3=3 b4=7 c5=2 answer=9") == "forward"  # wrong arithmetic, still the forward strategy
     assert classify("a3=3 b4=7 c") == "forward"  # truncated
-    assert classify("a+b=7 c+d=3 e") == "pairs"
-    assert classify("a+b=7 c=3") == "pairs"
+    assert classify("d1=1 c5=6 b4=0 a3=3 answer=3") == "backward"
+    assert classify("d1=1 c5=6 b4=0 a3=9 answer=9") == "backward"  # wrong arithmetic
+    assert classify("d1=1 c5=6 b") == "backward"  # truncated
+    assert classify("b4=4") == "backward"  # one complete step, not from a: backward so far
     for text in ["", "answer=3", "a3=3 c5=2 answer=2", "b4=4 answer=4", "a3=3 b+c=2 answer=2",
-                 "a+b=7 c=3 d+e=1 answer=1", "5 numbers,", "hello world", "a3=3 answer=3 extra",
-                 "d1=1 c5=6 answer=6"]:
+                 "a+b=7 c=3 answer=3", "5 numbers,", "hello world", "a3=3 answer=3 extra",
+                 "d1=1 c5=6 answer=6", "d1=1 b4=5 a3=8 answer=8", "c5=5 b4=9 a3=2 d1=3 answer=3"]:
         assert classify(text) == "unknown", text
 
 
@@ -54,12 +56,12 @@ def test_checker() -> None:
 
 
 def test_strategy_lengths_differ_with_input_size() -> None:
-    """What gfpo exploits: forward grows fastest with the input, direct stays constant."""
+    """What gfpo exploits: forward and backward grow with the input, direct stays constant."""
     short, long_ = Problem([1, 2]), Problem([1] * MAX_ITEMS)
     lens = {s: (len(solve(short, s)), len(solve(long_, s))) for s in STRATEGIES}
-    assert lens["forward"][1] > lens["pairs"][1] > lens["direct"][1]
+    assert lens["forward"] == lens["backward"] and lens["forward"][1] > 3 * lens["direct"][1]
     growth = {s: long_ - short_ for s, (short_, long_) in lens.items()}
-    assert growth["forward"] > growth["pairs"] > growth["direct"] and growth["direct"] <= 1
+    assert growth["forward"] >= 5 * (MAX_ITEMS - 2) and growth["direct"] <= 1
 
 
 def test_generation_is_deterministic_and_splits_are_disjoint() -> None:
@@ -87,7 +89,7 @@ def test_write_trace_sets(tmp_path: Path) -> None:
             assert classify(t.text) == t.extra["strategy"] and check(ts.problem, t.text, ts.answer)[1]
         assert not is_test_problem(ts.problem)
     assert len(orders) > 1  # shuffled: no consistent order for tie-breaking to exploit
-    only = read_records(write_trace_sets(tmp_path / "two.jsonl", 5, strategies=["direct", "pairs"]), TraceSet)
+    only = read_records(write_trace_sets(tmp_path / "two.jsonl", 5, strategies=["direct", "backward"]), TraceSet)
     assert all(len(ts.traces) == 2 for ts in only)
     with pytest.raises(ValueError, match="unknown strategy"):
         write_trace_sets(tmp_path / "x.jsonl", 5, strategies=["guess"])

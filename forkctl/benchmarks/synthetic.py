@@ -11,17 +11,19 @@ Three strategies reach the same answer through visibly different reasoning:
 
       a3=3 b4=7 c5=2 d1=3 answer=3
 
-- ``pairs`` (medium): one step per *pair* of items, values not written out (two look-ups and a three-way sum per
-  step: harder, but 2.5 tokens per item)::
+- ``backward`` (long, easy): the same steps from the last item to the first, a different running sum. Same
+  length profile as forward, visibly different order::
 
-      a+b=7 c+d=3 answer=3
+      d1=1 c5=6 b4=0 a3=3 answer=3
 
 - ``direct`` (short, hard): count the items, then answer in one shot (easy for 2 items, near chance for 8)::
 
       4 numbers, answer=3
 
 Questions have 2..8 digits by default (up to 12 with ``max_items``). So which strategy is best depends on the question
-(its length against the budget, e.g. ``max_new_tokens`` 20), which ``gfpo`` exploits.
+(its length against the budget, e.g. ``max_new_tokens`` 20), which ``gfpo`` exploits. (A ``pairs`` strategy, one step
+per pair of items without writing their values, was dropped: a ~1 M-parameter model never learned two look-ups
+in one unsupervised step, so its accuracy stayed at chance and varied from run to run.)
 :func:`classify` names the strategy of any text from its structure (the order and arity of its steps), or
 ``unknown``; :func:`check` extracts and judges the answer. Questions are split into train and test by a hash of
 their text, so the registered benchmark ``synthetic`` (held-out questions) never overlaps training data written by
@@ -40,7 +42,7 @@ from typing import Any
 from forkctl.benchmarks.base import Benchmark, Scored, register
 from forkctl.records import Question, Trace, TraceSet, write_records
 
-STRATEGIES = ("forward", "pairs", "direct")
+STRATEGIES = ("forward", "backward", "direct")
 LETTERS = "abcdefghijkl"
 MIN_ITEMS, MAX_ITEMS = 2, len(LETTERS)
 DEFAULT_MAX_ITEMS = 8  # the default question length range is 2..8 digits (up to 12 possible)
@@ -50,8 +52,7 @@ TEST_FRACTION_MOD = 10  # a question is held-out (test) when hash(problem) % 10 
 _ANSWER_RE = re.compile(r"answer=(\d+)")
 _FINAL_RE = re.compile(r"answer=\d+")
 _PROBLEM_RE = re.compile(r"([a-l])(\d)")
-_FORWARD_STEP = re.compile(r"^([a-l])(\d)=(\d)$")
-_PAIRS_STEP = re.compile(r"^([a-l])(?:\+([a-l]))?=(\d)$")
+_STEP = re.compile(r"^([a-l])(\d)=(\d)$")
 _DIRECT_STEP = re.compile(r"^(\d+) numbers,$")
 _DIRECT_STEP_JOIN = re.compile(r"(\d+) numbers,")
 
@@ -97,11 +98,11 @@ def solve(problem: Problem, strategy: str) -> str:
             acc = (acc + v) % 10
             steps.append(f"{c}{v}={acc}")
         return " ".join(steps) + f" answer={problem.answer}"
-    if strategy == "pairs":
+    if strategy == "backward":
         steps, acc = [], 0
-        for k in range(0, len(vals), 2):
-            acc = (acc + sum(vals[k:k + 2])) % 10
-            steps.append("+".join(letters[k:k + 2]) + f"={acc}")
+        for c, v in reversed(list(zip(letters, vals))):
+            acc = (acc + v) % 10
+            steps.append(f"{c}{v}={acc}")
         return " ".join(steps) + f" answer={problem.answer}"
     if strategy == "direct":
         return f"{len(vals)} numbers, answer={problem.answer}"
@@ -111,9 +112,10 @@ def solve(problem: Problem, strategy: str) -> str:
 def classify(text: str) -> str:
     """The strategy of a generated text, judged from its structure only (not its correctness); else "unknown".
 
-    forward: steps ``Xv=s`` over consecutive letters from ``a``; pairs: steps ``X+Y=s`` over consecutive letter
-    pairs from ``a+b`` (the last may be single); direct: ``k numbers,`` then the answer. A truncated text
-    (no final answer) is still classified by the steps it has, as long as it has at least one complete step.
+    forward: steps ``Xv=s`` over consecutive letters from ``a`` up; backward: the same steps over consecutive letters
+    down to ``a`` (a truncated one: down from a letter after ``a``); direct: ``k numbers,`` then the answer. A
+    truncated text (no final answer) is still classified by the steps it has, as long as it has at least one
+    complete step.
     """
     text = text.strip()
     if not text:
@@ -128,20 +130,20 @@ def classify(text: str) -> str:
         return "unknown"
     if len(steps) == 1 and _DIRECT_STEP.match(steps[0]):
         return "direct" if has_answer else "unknown"
-    forward = [_FORWARD_STEP.match(s) for s in steps]
-    if all(forward) and "".join(m.group(1) for m in forward) == LETTERS[: len(steps)]:
+    matches = [_STEP.match(s) for s in steps]
+    if not all(matches):
+        return "unknown"
+    letters = "".join(m.group(1) for m in matches)
+    if letters == LETTERS[: len(letters)]:
         return "forward"
-    pairs = [_PAIRS_STEP.match(s) for s in steps]
-    if all(pairs):
-        seen = "".join(m.group(1) + (m.group(2) or "") for m in pairs)
-        singles = [m.group(2) is None for m in pairs]
-        if seen == LETTERS[: len(seen)] and not any(singles[:-1]):
-            return "pairs"
+    down = LETTERS[: LETTERS.index(letters[0]) + 1][::-1]
+    if letters[0] != "a" and (letters == down if has_answer else down.startswith(letters)):
+        return "backward"
     return "unknown"
 
 
 def _complete_step(step: str) -> bool:
-    return bool(_FORWARD_STEP.match(step) or _PAIRS_STEP.match(step) or _DIRECT_STEP.match(step))
+    return bool(_STEP.match(step) or _DIRECT_STEP.match(step))
 
 
 def extract_answer(text: str) -> str | None:
