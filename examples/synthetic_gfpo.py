@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--estimators", default="sampled,exhaustive")
     ap.add_argument("--train", default="fork-head,full")
-    ap.add_argument("--lr-full", type=float, default=1e-4)
+    ap.add_argument("--lr-full", type=float, default=3e-5)
     ap.add_argument("--lr-head", type=float, default=0.01)
     ap.add_argument("--scale-rewards", action="store_true", help="standardise advantages per question")
     ap.add_argument("--seed", type=int, default=0)

@@ -9,8 +9,8 @@ synthetic --fork all``) and report per run:
 - per-token accuracy and which strategy each token produces,
 - pass@1 and cons@native (majority vote over one sample of each token).
 
-Targets: bipartite NMI >= 0.8, random and mixed <= 0.2; SSFT pass@1 within 2 points of mixed; SSFT cons@native
->= its pass@1.
+Targets: bipartite NMI >= 0.8, random and mixed <= 0.2; SSFT pass@1 within 2 points of mixed (with the one token
+mixed trains, ``<think1>``: the others keep their untrained initial embeddings); SSFT cons@native >= its pass@1.
 
     python examples/synthetic_ssft.py                       # ~15 min per run on 2 cores (--threads 2)
     python examples/synthetic_ssft.py --steps 300 --eval-questions 60   # a quick look
@@ -115,8 +115,12 @@ def main() -> None:
         checks.append(("bipartite NMI >= 0.8", b["nmi"] >= 0.8))
         checks.append(("bipartite cons@native >= pass@1", b["cons@native"] >= b["pass@1"]))
         if "mixed" in results:
-            checks.append(("|pass@1 bipartite - mixed| <= 2 points",
-                           abs(b["pass@1"] - results["mixed"]["pass@1"]) <= 0.02))
+            # mixed trains one shared token; its other tokens keep their untrained initial embedding, so the
+            # model as trained is used (and its accuracy measured) with <think1>.
+            mixed_pass1 = results["mixed"]["per_token_accuracy"]["1"]
+            print(f"mixed pass@1 with its trained <think1>: {100 * mixed_pass1:.2f} "
+                  f"(over all tokens, untrained ones included: {100 * results['mixed']['pass@1']:.2f})")
+            checks.append(("|pass@1 bipartite - mixed (<think1>)| <= 2 points", abs(b["pass@1"] - mixed_pass1) <= 0.02))
     for mode in ("random", "mixed"):
         if mode in results:
             checks.append((f"{mode} NMI <= 0.2", results[mode]["nmi"] <= 0.2))

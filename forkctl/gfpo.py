@@ -342,7 +342,8 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
             _update(accelerator, optimizer, loss)
             base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
             flat_adv = (values - base).flatten().tolist()
-        stats = _step_stats(step + 1, probs0.tolist(), rewards, flat_adv, truncated, float(loss.detach()), extra, plan)
+        stats = _step_stats(step + 1, *_gather(accelerator, probs0.tolist(), rewards, flat_adv, truncated),
+                            float(loss.detach()), extra, _gather(accelerator, plan)[0])
         history.append(stats)
         if log is not None:
             log.write(stats)
@@ -428,6 +429,16 @@ def _update(accelerator: Any, optimizer: Any, loss: Any) -> None:
     optimizer.zero_grad()
     accelerator.backward(loss)
     optimizer.step()
+
+
+def _gather(accelerator: Any, *lists: list) -> list[list]:
+    """Each per-process list concatenated over all processes (every rank gets them), so the logged statistics
+    describe the whole batch; a single process returns them unchanged."""
+    if accelerator.num_processes == 1:
+        return list(lists)
+    from accelerate.utils import gather_object
+
+    return [gather_object(list(x)) for x in lists]
 
 
 def _step_stats(step: int, probs: list[list[float]], rewards: list[list[float]], adv: list[float],
