@@ -342,8 +342,10 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
             _update(accelerator, optimizer, loss)
             base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
             flat_adv = (values - base).flatten().tolist()
-        stats = _step_stats(step + 1, *_gather(accelerator, probs0.tolist(), rewards, flat_adv, truncated),
-                            float(loss.detach()), extra, _gather(accelerator, plan)[0])
+        all_probs, all_rewards, all_adv, all_truncated, all_plan = _gather(
+            accelerator, probs0.tolist(), rewards, flat_adv, truncated, plan)
+        stats = _step_stats(step + 1, all_probs, all_rewards, all_adv, all_truncated, float(loss.detach()), extra,
+                            all_plan)
         history.append(stats)
         if log is not None:
             log.write(stats)

@@ -45,14 +45,14 @@ def test_ssft_two_processes(synthetic: tuple[Path, Path], tmp_path: Path) -> Non
     base, data = synthetic
     out = tmp_path / "ssft"
     _launch(["ssft", "--model", str(base), "--data", str(data), "--out", str(out), "--num-forks", "3",
-             "--batch-size", "4", "--max-steps", "2", "--match-prefix-tokens", "8", "--lr", "1e-3", "--quiet"], tmp_path)
+             "--batch-size", "4", "--max-steps", "2", "--match-prefix-tokens", "8", "--lr", "1e-3", "--quiet"],
+            tmp_path)
     # Each rank matched its own questions: 2 per step per rank (batch 4 over 2 processes), logged per rank.
-    for log in (out / "matching.jsonl", out / "matching.rank1.jsonl"):
-        entries = read_json_lines(log)
+    logs = [read_json_lines(out / name) for name in ("matching.jsonl", "matching.rank1.jsonl")]
+    for entries in logs:
         assert sorted(e["step"] for e in entries) == [0, 0, 1, 1]
         assert all(sorted(e["assignment"]) == [1, 2, 3] for e in entries)
-    ranks = [{e["question_id"] for e in read_json_lines(p)} for p in (out / "matching.jsonl",
-                                                                      out / "matching.rank1.jsonl")]
+    ranks = [{e["question_id"] for e in entries} for entries in logs]
     assert not ranks[0] & ranks[1]
     assert json.loads((out / "ssft_summary.json").read_text())["global_step"] == 2
     tok = AutoTokenizer.from_pretrained(out)

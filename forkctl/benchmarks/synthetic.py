@@ -92,15 +92,12 @@ def parse_problem(text: str) -> Problem:
 def solve(problem: Problem, strategy: str) -> str:
     """The reasoning trace of ``strategy`` for ``problem`` (always correct)."""
     vals, letters = problem.values, problem.letters
-    if strategy == "forward":
+    if strategy in ("forward", "backward"):
+        items = list(zip(letters, vals))
+        if strategy == "backward":
+            items.reverse()
         steps, acc = [], 0
-        for c, v in zip(letters, vals):
-            acc = (acc + v) % 10
-            steps.append(f"{c}{v}={acc}")
-        return " ".join(steps) + f" answer={problem.answer}"
-    if strategy == "backward":
-        steps, acc = [], 0
-        for c, v in reversed(list(zip(letters, vals))):
+        for c, v in items:
             acc = (acc + v) % 10
             steps.append(f"{c}{v}={acc}")
         return " ".join(steps) + f" answer={problem.answer}"
