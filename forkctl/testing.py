@@ -1,7 +1,8 @@
-"""Helpers for tests and benchmarks: free ports, starting real local servers, capping threads."""
+"""Helpers for tests and benchmarks: free ports, starting real local servers, capping threads, small question files."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,13 @@ import urllib.request
 from pathlib import Path
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def write_arithmetic_questions(path: Path, count: int) -> Path:
+    """``count`` questions ``What is i + i?`` with gold answers ``2i`` (ids q0, q1, ...), as questions JSONL."""
+    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(count)))
+    return path
 
 
 def free_port() -> int:

@@ -28,12 +28,9 @@ def data_dir() -> Path:
 @pytest.fixture()
 def questions_file(tmp_path: Path) -> Path:
     """Three arithmetic questions with gold answers (ids q0..q2)."""
-    import json
+    from forkctl.testing import write_arithmetic_questions
 
-    p = tmp_path / "questions.jsonl"
-    p.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-                         for i in range(3)))
-    return p
+    return write_arithmetic_questions(tmp_path / "questions.jsonl", 3)
 
 
 @pytest.fixture(scope="session")

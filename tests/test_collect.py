@@ -19,6 +19,7 @@ import yaml
 from forkctl.collect import DEFAULT_PROMPT, CollectConfig, _retry_after, config_path_for, load_teachers, run_collect
 from forkctl.config import ConfigError
 from forkctl.records import TeacherResponse, read_records
+from forkctl.testing import write_arithmetic_questions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer, default_answer  # noqa: E402
@@ -40,10 +41,7 @@ def server():
 
 @pytest.fixture()
 def questions(tmp_path: Path) -> Path:
-    path = tmp_path / "questions.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-                            for i in range(6)))
-    return path
+    return write_arithmetic_questions(tmp_path / "questions.jsonl", 6)
 
 
 def _teachers(tmp_path: Path, server: FaultServer, specs: list[dict[str, Any]], name: str = "teachers.yaml") -> Path:
