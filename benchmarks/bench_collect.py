@@ -64,10 +64,10 @@ def collect_once(base_url: str, model: str, prompts: list[str], concurrency: int
     questions.write_text("".join(json.dumps({"id": f"q{i}", "problem": p}) + "\n" for i, p in enumerate(prompts)))
     teachers = work / "teachers.yaml"
     teachers.write_text(yaml.safe_dump({"teachers": [{"name": "t", "base_url": base_url, "model": model}]}))
-    cfg = CollectConfig(questions=str(questions), teachers=str(teachers), out=str(work / f"traces-{tag}.jsonl"),
+    cfg = CollectConfig(task=str(questions), teachers=str(teachers), out=str(work / f"traces-{tag}.jsonl"),
                         concurrency=concurrency)
     start = time.perf_counter()
-    result = run_collect(cfg, progress=True)
+    result = run_collect(cfg)
     elapsed = time.perf_counter() - start
     assert result.stats["t"].ok == len(prompts), result.stats["t"]
     return len(prompts) / elapsed

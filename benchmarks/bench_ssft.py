@@ -57,7 +57,7 @@ def setup(args: argparse.Namespace, model_dir: Path):
     from forkctl.ssft import QuestionItem, SSFTConfig, SSFTTrainer, prepare_model, prompt_ids
 
     torch.set_num_threads(args.threads)
-    model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(model_dir), data="unused"))
+    model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(model_dir), trace_sets="unused"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     rng = random.Random(0)

@@ -26,10 +26,10 @@ from forkctl.records import Sample, read_records
 
 
 def evaluate(model: str, fork: str, out: Path, args: argparse.Namespace) -> dict:
-    cfg = EvalConfig(model=model, benchmark="synthetic", n=args.n, k=[1], fork=fork, temperature=args.temperature,
-                     max_new_tokens=args.max_new_tokens, out=str(out), batch_size=128, seed=args.seed,
+    cfg = EvalConfig(model=model, task="synthetic", n=args.n, k=[1], fork=fork, temperature=args.temperature,
+                     max_new_tokens=args.max_new_tokens, out=str(out), generate_batch_size=128, seed=args.seed,
                      limit=args.eval_questions)
-    result = run_eval(cfg, progress=False)
+    result = run_eval(cfg)
     samples = read_records(out / "samples.jsonl", Sample)
     return {"pass@1": result.metrics["pass@1"], "samples": samples}
 
@@ -82,12 +82,11 @@ def main() -> None:
             name = f"{estimator}-{train}"
             run_dir = out / name
             lr = args.lr_head if train == "fork-head" else args.lr_full
-            run_gfpo(GFPOConfig(model=args.ssft, data="synthetic-train", out=str(run_dir / "train"),
+            run_gfpo(GFPOConfig(model=args.ssft, task="synthetic-train", out=str(run_dir / "train"),
                                 estimator=estimator, train=train, steps=args.steps, batch_size=args.batch_size,
                                 group_size=args.group_size, lr=lr, max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, seed=args.seed, rollout_batch_size=128,
-                                scale_rewards=args.scale_rewards),
-                     progress=True)
+                                temperature=args.temperature, seed=args.seed, generate_batch_size=128,
+                                scale_rewards=args.scale_rewards))
             ckpt = str(run_dir / "train" / "checkpoint")
             policy = evaluate(ckpt, "policy", run_dir / "policy", args)
             fixed = fixed_token_pass1(ckpt, num_forks, run_dir, args)

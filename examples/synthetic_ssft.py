@@ -53,7 +53,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from forkctl.benchmarks.synthetic import STRATEGIES, build_synthetic_model, write_trace_sets
+    from forkctl.tasks.synthetic import STRATEGIES, build_synthetic_model, write_trace_sets
     from forkctl.eval import EvalConfig, run_eval
     from forkctl.metrics import nmi
     from forkctl.records import Sample, read_records
@@ -73,17 +73,16 @@ def main() -> None:
         run = work / mode
         t0 = time.time()
         if not (run / "ssft_summary.json").exists():
-            run_ssft(SSFTConfig(model=str(base), data=str(data), out=str(run), matching=mode, num_forks=num_forks,
+            run_ssft(SSFTConfig(model=str(base), trace_sets=str(data), out=str(run), matching=mode, num_forks=num_forks,
                                 lr=args.lr, batch_size=args.batch_size, max_steps=args.steps, warmup=0.05,
                                 match_prefix_tokens=args.match_prefix_tokens, seed=args.seed, logging_steps=50,
                                 save_steps=10**9, quiet=True))
         train_s = time.time() - t0
         n = num_forks * args.samples_per_token
-        ev = run_eval(EvalConfig(model=str(run), benchmark="synthetic", n=n, k=[1], fork="all",
+        ev = run_eval(EvalConfig(model=str(run), task="synthetic", n=n, k=[1], fork="all",
                                  temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                 limit=args.eval_questions, seed=args.seed, batch_size=64,
-                                 out=str(run / f"eval-t{args.temperature:g}")),
-                      progress=False)
+                                 limit=args.eval_questions, seed=args.seed, generate_batch_size=64,
+                                 out=str(run / f"eval-t{args.temperature:g}"), quiet=True))
         samples = read_records(ev.samples_path, Sample)
         forks_, strategies = [s.fork for s in samples], [s.extra.get("strategy", "unknown") for s in samples]
         by_token: dict[int, Counter] = defaultdict(Counter)

@@ -90,7 +90,7 @@ def eval_cmd(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, help="Model: a local checkpoint directory or a Hub name. With "
                                         "--backend openai, the model name the server serves."),
-    benchmark: str = typer.Option("aime24", help="Benchmark name (aime24, aime25, math500, ...) or a questions "
+    benchmark: str = typer.Option("aime24", help="Task name (aime24, aime25, math500, ...) or a questions "
                                   "file (.jsonl/.parquet with id, problem, answer). Named ones load "
                                   "$FORKCTL_DATA_DIR/<name>.jsonl when present, else the Hub dataset."),
     backend: str = typer.Option("transformers", help="Generation backend: transformers (batched, CPU or GPU), "
@@ -432,7 +432,7 @@ def synthetic_data_cmd(
 ) -> None:
     """Write trace sets of the synthetic multi-strategy task (and optionally a fresh tiny base model for it)."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
-    from forkctl.benchmarks.synthetic import build_synthetic_model, write_trace_sets
+    from forkctl.tasks.synthetic import build_synthetic_model, write_trace_sets
 
     def go() -> None:
         o = _options(ctx, values)

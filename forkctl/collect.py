@@ -27,13 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkctl.config import ConfigError, load_yaml, package_versions
+from forkctl.config import CollectConfig, ConfigError, load_yaml, package_versions
 from forkctl.records import JsonlAppender, Question, TeacherResponse, read_records, repair_tail, write_json, \
     write_records
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 TEACHER_KEYS = ("name", "base_url", "model", "api_key_env", "samples", "concurrency", "rpm", "params", "price",
                 "timeout", "send_n")
 PARAM_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "reasoning_effort", "extra_body",
@@ -148,38 +147,6 @@ def _reject_unknown(data: dict[str, Any], known: tuple[str, ...], where: str) ->
 
 
 @dataclass
-class CollectConfig:
-    questions: str | None = None
-    teachers: str | None = None
-    samples: int = 1
-    out: str = "runs/traces.jsonl"
-    concurrency: int = 64
-    timeout: float = 600.0
-    max_retries: int = 6
-    backoff: float = 1.0
-    max_backoff: float = 60.0
-    limit: int | None = None
-    prompt_template: str = DEFAULT_PROMPT
-    system_prompt: str | None = None
-    retry_failed: bool = False
-
-    def validate(self) -> None:
-        if not self.questions:
-            raise ValueError("--questions is required (a benchmark name such as aime24, or a questions file)")
-        if not self.teachers:
-            raise ValueError("--teachers is required (a YAML file listing the teachers)")
-        for name in ("samples", "concurrency"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_retries < 0:
-            raise ValueError(f"--max-retries must be >= 0, got {self.max_retries}")
-        if self.timeout <= 0 or self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("--timeout must be > 0 and --backoff/--max-backoff >= 0")
-        if "{problem}" not in self.prompt_template:
-            raise ValueError("--prompt-template must contain {problem}")
-
-
-@dataclass
 class TeacherStats:
     """What one teacher did in this run."""
 
@@ -221,7 +188,8 @@ def config_path_for(out: Path) -> Path:
 # The stage
 
 
-def run_collect(cfg: CollectConfig, progress: bool = True) -> CollectResult:
+def run_collect(cfg: CollectConfig) -> CollectResult:
+    progress = not cfg.quiet
     cfg.validate()
     teachers = load_teachers(cfg.teachers)  # type: ignore[arg-type]
     keys = _api_keys(teachers)
@@ -260,17 +228,19 @@ def _api_keys(teachers: list[Teacher]) -> dict[str, str]:
 
 
 def _load_questions(cfg: CollectConfig) -> list[Question]:
-    from forkctl.benchmarks import get_benchmark
+    from forkctl.tasks import get_task
 
-    questions = get_benchmark(cfg.questions).load()  # type: ignore[arg-type]
+    task = get_task(cfg.task)  # type: ignore[arg-type]
+    cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved, so the saved config says it
+    questions = task.load()
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
     if not questions:
-        raise ValueError(f"{cfg.questions}: no questions")
+        raise ValueError(f"{cfg.task}: no questions")
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{cfg.questions}: question id {dup!r} appears more than once (ids key the records)")
+        raise ValueError(f"{cfg.task}: question id {dup!r} appears more than once (ids key the records)")
     return questions
 
 
@@ -408,6 +378,7 @@ class _TeacherRunner:
         self.client = AsyncOpenAI(base_url=t.base_url, api_key=api_key, timeout=t.timeout or cfg.timeout,
                                   max_retries=0)
         self.limiter = RateLimiter(t.rpm)
+        self.template: str = cfg.prompt_template or "{problem}"
         self.messages_prefix = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
 
     async def run(self, jobs: list[tuple[Question, list[int]]]) -> None:
@@ -432,7 +403,7 @@ class _TeacherRunner:
         unsent only if the teacher was aborted."""
         remaining = list(missing)
         messages = [*self.messages_prefix,
-                    {"role": "user", "content": self.cfg.prompt_template.replace("{problem}", q.problem)}]
+                    {"role": "user", "content": self.template.replace("{problem}", q.problem)}]
         while remaining and not self.stats.aborted:
             try:
                 reply = await self._request(messages, len(remaining) if self.t.send_n else 1)

@@ -14,56 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from forkctl import forks
-from forkctl.benchmarks import Benchmark, get_benchmark
-from forkctl.config import package_versions
+from forkctl.tasks import Task, get_task
+from forkctl.config import EvalConfig, package_versions
 from forkctl.metrics import Vote, summarize
 from forkctl.records import JsonlAppender, Question, RecordError, Sample, iter_json_lines, repair_tail, \
     write_json, write_records
 
 # Options that change what is generated: resuming into an out dir made with other values is refused.
-GENERATION_KEYS = ("model", "benchmark", "fork", "num_forks", "fork_prefix", "fork_suffix", "temperature", "top_p",
+GENERATION_KEYS = ("model", "task", "fork", "num_forks", "fork_prefix", "fork_suffix", "temperature", "top_p",
                    "max_new_tokens", "seed", "system_prompt", "limit")
-
-
-@dataclass
-class EvalConfig:
-    model: str | None = None
-    benchmark: str = "aime24"
-    backend: str = "transformers"
-    n: int = 1
-    k: list[int] = field(default_factory=lambda: [1])
-    fork: str = "none"
-    num_forks: int | None = None
-    fork_prefix: str | None = None
-    fork_suffix: str | None = None
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    seed: int = 0
-    out: str = "runs/eval"
-    samples: str | None = None
-    limit: int | None = None
-    system_prompt: str | None = None
-    batch_size: int = 32
-    dtype: str = "auto"
-    base_url: str | None = None
-    tokenizer: str | None = None
-    api_key_env: str | None = None
-    concurrency: int = 16
-    vllm_args: dict[str, Any] | None = None
-
-    def validate(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"--n must be >= 1, got {self.n}")
-        if not self.k:
-            raise ValueError("--k needs at least one value")
-        for k in self.k:
-            if k < 1:
-                raise ValueError(f"--k values must be >= 1, got {k}")
-            if self.samples is None and k > self.n:
-                raise ValueError(f"--k {k} is larger than --n {self.n}: pass@k and cons@k need k <= n samples")
-        if self.samples is None and not self.model:
-            raise ValueError("--model is required (or --samples FILE to re-score existing samples)")
 
 
 @dataclass
@@ -74,14 +33,15 @@ class EvalResult:
     metrics_path: Path
 
 
-def run_eval(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+def run_eval(cfg: EvalConfig) -> EvalResult:
     cfg.validate()
-    bench = get_benchmark(cfg.benchmark)
+    progress = not cfg.quiet
+    bench = get_task(cfg.task)
     questions = bench.load()
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
     if not questions:
-        raise ValueError(f"benchmark {cfg.benchmark} has no questions")
+        raise UserError(f"task {cfg.task} has no questions")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / "samples.jsonl"
@@ -108,14 +68,12 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 # Generation
 
 
-def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Question], samples_path: Path,
+def _generate_missing(cfg: EvalConfig, bench: Task, questions: list[Question], samples_path: Path,
                       progress: bool) -> tuple[str | int, bool]:
     from forkctl.generation import SamplingConfig, load_backend
 
     done = _existing_keys(samples_path)
-    backend = load_backend(cfg.backend, cfg.model or "", batch_size=cfg.batch_size, dtype=cfg.dtype,
-                           base_url=cfg.base_url, tokenizer=cfg.tokenizer, api_key_env=cfg.api_key_env,
-                           concurrency=cfg.concurrency, vllm_args=cfg.vllm_args)
+    backend = load_backend(cfg.backend, cfg.model or "", **cfg.backend_options())
     try:
         fmt = forks.resolve_fork_format(cfg.model if backend.name != "openai" else cfg.tokenizer, backend.tokenizer,
                                         cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
@@ -130,7 +88,7 @@ def _generate_missing(cfg: EvalConfig, bench: Benchmark, questions: list[Questio
         # Forking tokens are control tokens: never generated inside a response.
         sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
         # Enough questions per call to fill the backend's batches.
-        per_call = max(1, (cfg.batch_size * 2) // cfg.n) if backend.name == "transformers" else max(1, 256 // cfg.n)
+        per_call = max(1, (cfg.generate_batch_size * 2) // cfg.n) if backend.name == "transformers" else max(1, 256 // cfg.n)
         by_question: dict[str, list[int]] = defaultdict(list)
         for q, j in todo:
             by_question[q.id].append(j)
@@ -183,7 +141,7 @@ def _requests_for(chunk: list[Question], plans: dict[str, dict[int, int | None]]
     return requests, slots
 
 
-def _to_samples(bench: Benchmark, chunk: list[Question], slots, completions) -> list[Sample]:
+def _to_samples(bench: Task, chunk: list[Question], slots, completions) -> list[Sample]:
     got: dict[str, list[tuple[int, int | None, Any]]] = defaultdict(list)
     for (q, idxs, fork), comps in zip(slots, completions):
         got[q.id].extend((j, fork, comp) for j, comp in zip(idxs, comps))
@@ -274,7 +232,7 @@ def _looks_native(samples: list[Sample]) -> bool:
     return None not in forks_seen and len(forks_seen) > 1
 
 
-def score_and_summarize(bench: Benchmark, questions: list[Question], samples: list[Sample], ks: list[int],
+def score_and_summarize(bench: Task, questions: list[Question], samples: list[Sample], ks: list[int],
                         native: bool) -> tuple[list[Sample], dict[str, Any]]:
     """Re-extract and re-judge every sample from its text, then compute the metrics."""
     by_q: dict[str, list[Sample]] = defaultdict(list)

@@ -22,45 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from forkctl.config import FilterConfig
 from forkctl.records import Question, RecordError, TeacherResponse, Trace, TraceSet, read_records, write_json, \
     write_records
 
 # Why a response is not in the output, in the order the checks run (the summary's per-teacher columns).
 DROP_REASONS = ("failed", "truncated", "wrong", "too_long", "duplicate", "surplus", "too_few")
-
-
-@dataclass
-class FilterConfig:
-    traces: str | None = None
-    questions: str | None = None
-    out: str = "runs/trace_sets.jsonl"
-    max_traces: int = 4
-    min_traces: int = 1
-    mode: str = "reference"
-    quorum: float = 0.5
-    dedup_threshold: float = 0.8
-    tokenizer: str | None = None
-    max_tokens: int | None = None
-    reasoning_separator: str = "\n</think>\n\n"
-
-    def validate(self) -> None:
-        if not self.traces:
-            raise ValueError("--traces is required (the JSONL file forkctl collect wrote)")
-        if not self.questions:
-            raise ValueError("--questions is required (the benchmark name or questions file given to collect)")
-        if self.mode not in ("reference", "majority"):
-            raise ValueError(f"--mode must be reference or majority, got {self.mode!r}")
-        if self.max_traces < 1 or self.min_traces < 1 or self.min_traces > self.max_traces:
-            raise ValueError(f"need 1 <= --min-traces <= --max-traces and --max-traces >= 1 "
-                             f"(got {self.min_traces}, {self.max_traces})")
-        if not 0 < self.quorum <= 1:
-            raise ValueError(f"--quorum must be in (0, 1], got {self.quorum}")
-        if not 0 < self.dedup_threshold <= 1:
-            raise ValueError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
-        if (self.max_tokens is None) != (self.tokenizer is None):
-            raise ValueError("--max-tokens and --tokenizer go together (the limit is in that tokenizer's tokens)")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
 
 
 @dataclass
@@ -99,9 +66,9 @@ def trace_text(r: TeacherResponse, separator: str = "\n</think>\n\n") -> str:
 
 def run_filter(cfg: FilterConfig) -> FilterResult:
     cfg.validate()
-    from forkctl.benchmarks import get_benchmark
+    from forkctl.tasks import get_task
 
-    questions = get_benchmark(cfg.questions).load()  # type: ignore[arg-type]
+    questions = get_task(cfg.task).load()  # type: ignore[arg-type]
     by_question, teacher_order = _group(Path(cfg.traces), {q.id for q in questions})  # type: ignore[arg-type]
     per_teacher: dict[str, Counter] = {t: Counter() for t in teacher_order}
     per_question: dict[str, QuestionOutcome] = {}

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from forkctl import forks
+from forkctl.config import GFPOConfig
 from forkctl.generation.hf import encode_left_padded
 from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines, write_json
 
@@ -44,58 +45,6 @@ TRAIN_MODES = ("fork-head", "full")
 REWARDS = ("auto", "math", "synthetic")
 STATE_FILE = "gfpo_state.pt"
 LOG_FILE = "gfpo_log.jsonl"
-
-
-@dataclass
-class GFPOConfig:
-    model: str = ""
-    data: str = "synthetic-train"
-    out: str = "runs/gfpo"
-    num_forks: int | None = None
-    estimator: str = "sampled"
-    group_size: int = 8
-    steps: int = 20
-    batch_size: int = 16
-    lr: float | None = None
-    beta: float = 0.0
-    clip: float = 0.2
-    ppo_epochs: int = 1
-    scale_rewards: bool = False
-    train: str = "fork-head"
-    rollout_backend: str = "transformers"
-    base_url: str | None = None
-    tokenizer: str | None = None
-    api_key_env: str | None = None
-    concurrency: int = 16
-    rollout_batch_size: int = 64
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 1024
-    reward: str = "auto"
-    limit: int | None = None
-    seed: int = 0
-    save_every: int = 0
-    resume: bool = False
-    weight_decay: float = 0.0
-    system_prompt: str | None = None
-
-    def validate(self) -> None:
-        if not self.model:
-            raise ValueError("--model is required (an SSFT checkpoint with forking tokens)")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.train not in TRAIN_MODES:
-            raise ValueError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
-        if self.group_size < 1 or self.steps < 0 or self.batch_size < 1 or self.ppo_epochs < 1:
-            raise ValueError("--group-size, --batch-size and --ppo-epochs must be >= 1, --steps >= 0")
-        if self.reward not in REWARDS:
-            raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        if self.estimator == "sampled" and self.group_size < 2:
-            raise ValueError("--estimator sampled needs --group-size >= 2 (advantages are relative to the group)")
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (0.01 if self.train == "fork-head" else 1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,11 +180,12 @@ def entropy(probs: list[float]) -> float:
 # The loop
 
 
-def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
+def run_gfpo(cfg: GFPOConfig) -> dict[str, Any]:
+    progress = not cfg.quiet
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from forkctl.benchmarks import get_benchmark
+    from forkctl.tasks import get_task
     from forkctl.generation import SamplingConfig, load_backend
     from forkctl.generation.hf import load_model_and_tokenizer
 
@@ -260,10 +210,10 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
     if fmt.num_forks < 2:
         raise ValueError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
     fork_ids = forks.fork_token_ids(tokenizer, fmt.num_forks)
-    bench = get_benchmark(cfg.data)
+    bench = get_task(cfg.task)
     questions = bench.load()[: cfg.limit] if cfg.limit else bench.load()
     if not questions:
-        raise ValueError(f"{cfg.data}: no questions")
+        raise ValueError(f"{cfg.task}: no questions")
     judge = reward_judge(cfg.reward, bench)
 
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
@@ -283,14 +233,12 @@ def run_gfpo(cfg: GFPOConfig, progress: bool = True) -> dict[str, Any]:
         torch.set_rng_state(state["torch_rng"])
         _truncate_log(out / LOG_FILE, start_step)
 
-    rollout = load_backend(cfg.rollout_backend, cfg.model, batch_size=cfg.rollout_batch_size,
-                           base_url=cfg.base_url, tokenizer=cfg.tokenizer or cfg.model,
-                           api_key_env=cfg.api_key_env, concurrency=cfg.concurrency) \
-        if cfg.rollout_backend != "transformers" else None
+    rollout = load_backend(cfg.backend, cfg.model, **cfg.backend_options()) \
+        if cfg.backend != "transformers" else None
     if rollout is None:
         from forkctl.generation.hf import TransformersBackend
 
-        rollout = TransformersBackend(cfg.model, batch_size=cfg.rollout_batch_size, model_obj=policy.model,
+        rollout = TransformersBackend(cfg.model, batch_size=cfg.generate_batch_size, model_obj=policy.model,
                                       tokenizer=tokenizer)
         tokenizer.padding_side = "left"
     elif cfg.train == "full":
@@ -364,12 +312,12 @@ def reward_judge(reward: str, bench: Any) -> Any:
     if reward == "auto":
         return bench
     if reward == "math":
-        from forkctl.benchmarks.math import MathBenchmark
+        from forkctl.tasks.math import MathTask
 
-        return MathBenchmark("math-reward")
-    from forkctl.benchmarks.synthetic import SyntheticBenchmark
+        return MathTask("math-reward")
+    from forkctl.tasks.synthetic import SyntheticTask
 
-    return SyntheticBenchmark()
+    return SyntheticTask()
 
 
 def _question_order(n: int, seed: int) -> list[int]:

@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from forkctl.errors import UserError
 
-class RecordError(ValueError):
+
+class RecordError(UserError):
     """A record that does not match its schema; the message names file, line and field."""
 
     def __init__(self, where: str, field_name: str | None, problem: str) -> None:

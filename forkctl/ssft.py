@@ -39,70 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from forkctl import forks
+from forkctl.config import SSFTConfig
 from forkctl.records import JsonlAppender, TraceSet, iter_json_lines, keep_lines, read_json_lines, write_json
 
 MATCHING_MODES = ("bipartite", "random", "fixed", "mixed")
 IGNORE = -100
-
-
-@dataclass
-class SSFTConfig:
-    model: str | None = None
-    data: str | None = None
-    out: str = "runs/ssft"
-    num_forks: int | None = None
-    matching: str = "bipartite"
-    match_prefix_tokens: int = 1000
-    match_chunk: int = 0
-    max_seq_len: int = 4096
-    fork_label: bool = True
-    fork_init: str = "mean"
-    fork_prefix: str | None = None
-    fork_suffix: str | None = None
-    system_prompt: str | None = None
-    lr: float = 1e-5
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    lr_scheduler: str = "cosine"
-    warmup: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    logging_steps: int = 10
-    report_to: str = "none"
-    resume: bool = False
-    strict: bool = False
-    quiet: bool = False
-
-    def validate(self) -> None:
-        if not self.model:
-            raise ValueError("--model is required (a checkpoint directory or a Hub name)")
-        if not self.data:
-            raise ValueError("--data is required (a trace-set JSONL: one question with its traces per line)")
-        if self.matching not in MATCHING_MODES:
-            raise ValueError(f"--matching must be one of {', '.join(MATCHING_MODES)}, got {self.matching!r}")
-        for name in ("match_prefix_tokens", "max_seq_len", "batch_size", "grad_accum", "logging_steps",
-                     "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.num_forks is not None and self.num_forks < 1:
-            raise ValueError(f"--num-forks must be >= 1, got {self.num_forks}")
-        if self.match_chunk < 0:
-            raise ValueError(f"--match-chunk must be >= 0, got {self.match_chunk}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.epochs <= 0 and not self.max_steps:
-            raise ValueError("--epochs must be > 0 (or set --max-steps)")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if self.batch_size % (self.grad_accum * world):
-            raise ValueError(f"--batch-size {self.batch_size} (questions per optimiser step) must be divisible by "
-                             f"--grad-accum {self.grad_accum} x {world} process(es)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -529,7 +470,7 @@ def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, fmt, fork_ids = prepare_model(cfg)
-    items, report = load_items(cfg.data, tokenizer, fmt, fork_ids, cfg.matching, cfg.max_seq_len, cfg.strict,
+    items, report = load_items(cfg.trace_sets, tokenizer, fmt, fork_ids, cfg.matching, cfg.max_seq_len, cfg.strict,
                                cfg.system_prompt)
     if not cfg.quiet and _rank() == 0:
         print(f"ssft data: {report.summary()}", flush=True)

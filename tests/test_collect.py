@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from forkctl.collect import DEFAULT_PROMPT, CollectConfig, _retry_after, config_path_for, load_teachers, run_collect
+from forkctl.tasks.math import MATH_PROMPT as DEFAULT_PROMPT
+from forkctl.collect import CollectConfig, _retry_after, config_path_for, load_teachers, run_collect
 from forkctl.config import ConfigError
 from forkctl.records import TeacherResponse, read_records
 from forkctl.testing import write_arithmetic_questions
@@ -53,8 +54,9 @@ def _teachers(tmp_path: Path, server: FaultServer, specs: list[dict[str, Any]], 
 
 def _collect(tmp_path: Path, questions: Path, teachers: Path, **kw: Any):
     kw.setdefault("out", str(tmp_path / "traces.jsonl"))
-    cfg = CollectConfig(questions=str(questions), teachers=str(teachers), backoff=0.02, max_backoff=0.2, **kw)
-    return run_collect(cfg, progress=False)
+    cfg = CollectConfig(task=str(questions), teachers=str(teachers), backoff=0.02, max_backoff=0.2, **kw)
+    cfg.quiet = True
+    return run_collect(cfg)
 
 
 def _records(result_or_path: Any) -> list[TeacherResponse]:

@@ -16,7 +16,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from forkctl import forks
-from forkctl.benchmarks.synthetic import build_synthetic_model, write_trace_sets
+from forkctl.tasks.synthetic import build_synthetic_model, write_trace_sets
 from forkctl.records import read_json_lines
 from forkctl.testing import capped_env, free_port
 

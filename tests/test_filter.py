@@ -44,7 +44,7 @@ def _files(tmp_path: Path, questions: list[dict[str, Any]], records: list[dict[s
 
 def _filter(tmp_path: Path, questions: list[dict], records: list[dict], **kw: Any):
     qpath, tpath = _files(tmp_path, questions, records)
-    result = run_filter(FilterConfig(traces=str(tpath), questions=str(qpath), out=str(tmp_path / "sets.jsonl"), **kw))
+    result = run_filter(FilterConfig(traces=str(tpath), task=str(qpath), out=str(tmp_path / "sets.jsonl"), **kw))
     sets = {s.id: s for s in read_records(result.out_path, TraceSet)}  # the output validates as trace sets
     return result, sets
 
@@ -142,7 +142,7 @@ def test_token_length_limit(tmp_path: Path) -> None:
     assert [t.teacher for t in sets["q"].traces] == ["A"]
     assert result.per_teacher["B"]["too_long"] == 1
     with pytest.raises(ValueError, match="go together"):
-        FilterConfig(traces="t", questions="q", max_tokens=5).validate()
+        FilterConfig(traces="t", task="q", max_tokens=5).validate()
 
 
 def test_trace_text_combines_reasoning_and_strips_think() -> None:

@@ -113,13 +113,13 @@ def test_fork_head_checkpoint_unties_and_leaves_the_reasoning_untouched(toy_mode
 
 def test_resume_continues_from_the_saved_step(toy_model, questions_file, tmp_path):
     out = tmp_path / "run"
-    base = dict(model=str(toy_model), data=str(questions_file), out=str(out), steps=2, batch_size=2, group_size=2,
+    base = dict(model=str(toy_model), task=str(questions_file), quiet=True, out=str(out), steps=2, batch_size=2, group_size=2,
                 max_new_tokens=3, save_every=1)
-    run_gfpo(GFPOConfig(**base), progress=False)
+    run_gfpo(GFPOConfig(**base))
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2]
     with pytest.raises(ValueError, match="--resume"):
-        run_gfpo(GFPOConfig(**base), progress=False)
-    result = run_gfpo(GFPOConfig(**{**base, "steps": 4, "resume": True}), progress=False)
+        run_gfpo(GFPOConfig(**base))
+    result = run_gfpo(GFPOConfig(**{**base, "steps": 4, "resume": True}))
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2, 3, 4]
     assert [h["step"] for h in result["history"]] == [3, 4]
     assert torch.load(out / "gfpo_state.pt", weights_only=False)["step"] == 4
@@ -154,8 +154,8 @@ def test_bad_options_give_one_line_errors(toy_model, questions_file, tmp_path):
 
 @pytest.mark.slow
 def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_model, questions_file, tmp_path):
-    result = run_gfpo(GFPOConfig(model=str(toy_model), data=str(questions_file), out=str(tmp_path / "o"), steps=1,
-                                 batch_size=2, group_size=2, max_new_tokens=3, rollout_backend="openai",
-                                 base_url=transformers_server.base_url), progress=False)
+    result = run_gfpo(GFPOConfig(model=str(toy_model), task=str(questions_file), quiet=True, out=str(tmp_path / "o"), steps=1,
+                                 batch_size=2, group_size=2, max_new_tokens=3, backend="openai",
+                                 base_url=transformers_server.base_url))
     [row] = result["history"]
     assert sum(row["chosen"].values()) == 4

@@ -27,7 +27,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
     path = build_toy_model(tmp_path_factory.mktemp("ssft") / "m", num_forks=4, hidden_size=32, num_layers=2,
                            num_heads=2, num_kv_heads=1, intermediate_size=64, tie_embeddings=False)
-    model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(path), data="unused"))
+    model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(path), trace_sets="unused"))
     with torch.no_grad():  # distinct forking-token rows, so costs are not tied
         gen = torch.Generator().manual_seed(0)
         emb = model.get_input_embeddings().weight
@@ -247,9 +247,9 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="--matching"):
         SSFTConfig(model="m", data="d", matching="greedy").validate()
     with pytest.raises(ValueError, match="divisible"):
-        SSFTConfig(model="m", data="d", batch_size=3, grad_accum=2).validate()
+        SSFTConfig(model="m", trace_sets="d", batch_size=3, grad_accum=2).validate()
     with pytest.raises(ValueError, match="--model is required"):
-        SSFTConfig(data="d").validate()
+        SSFTConfig(trace_sets="d").validate()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def test_run_saves_reloadable_checkpoint_with_tokens(tmp_path: Path) -> None:
     assert forks.detect_num_forks(AutoTokenizer.from_pretrained(base)) == 0
     data = write_sets(tmp_path / "d.jsonl", [trace_set(f"q{k}", TEXTS[k % 2:k % 2 + 3]) for k in range(6)])
     out = tmp_path / "run"
-    cfg = dict(model=str(base), data=str(data), out=str(out), num_forks=3, batch_size=2, max_steps=3, lr=1e-3,
+    cfg = dict(model=str(base), trace_sets=str(data), out=str(out), num_forks=3, batch_size=2, max_steps=3, lr=1e-3,
                save_steps=2, logging_steps=1, quiet=True, match_prefix_tokens=5)
     summary = run_ssft(SSFTConfig(**cfg))
     assert summary["global_step"] == 3

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from forkctl.benchmarks import get_benchmark
-from forkctl.benchmarks.synthetic import MAX_ITEMS, STRATEGIES, Problem, SyntheticBenchmark, check, classify, \
+from forkctl.tasks import get_task
+from forkctl.tasks.synthetic import MAX_ITEMS, STRATEGIES, Problem, SyntheticTask, check, classify, \
     extract_answer, generate_problems, is_test_problem, parse_problem, solve, write_trace_sets
 from forkctl.records import Question, TraceSet, read_records
 
@@ -96,8 +96,8 @@ def test_write_trace_sets(tmp_path: Path) -> None:
 
 
 def test_benchmark_scores_and_records_strategy() -> None:
-    bench = get_benchmark("synthetic")
-    assert isinstance(bench, SyntheticBenchmark)
+    bench = get_task("synthetic")
+    assert isinstance(bench, SyntheticTask)
     questions = bench.load()
     assert len(questions) == 300 and all(is_test_problem(q.problem) for q in questions)
     assert [q.id for q in questions] == [q.id for q in bench.load()]
@@ -119,7 +119,7 @@ def test_eval_cli_on_synthetic_records_strategy(tmp_path: Path) -> None:
 
     from typer.testing import CliRunner
 
-    from forkctl.benchmarks.synthetic import build_synthetic_model
+    from forkctl.tasks.synthetic import build_synthetic_model
     from forkctl.cli import app
 
     model = build_synthetic_model(tmp_path / "m", num_forks=3, hidden_size=32, num_layers=1, num_heads=2,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forkctl.benchmarks.base import Benchmark, Scored, register
+from forkctl.tasks.base import Scored, Task
 from forkctl.records import Question, Trace, TraceSet, write_records
 
 STRATEGIES = ("forward", "backward", "direct")
@@ -241,7 +241,7 @@ def build_synthetic_model(out_dir: str | Path, num_forks: int = 3, hidden_size: 
 # The benchmark
 
 
-class SyntheticBenchmark(Benchmark):
+class SyntheticTask(Task):
     """Synthetic questions (held-out ``test`` split by default); each scored sample records its detected
     ``strategy`` and ``num_items``."""
 
@@ -269,10 +269,14 @@ class SyntheticBenchmark(Benchmark):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": "forkctl.benchmarks.synthetic", "count": self.count,
+        return {"name": self.name, "source": "forkctl.tasks.synthetic", "count": self.count,
                 "seed": self.seed, "split": self.split, "items": [self.min_items, self.max_items]}
 
 
-register("synthetic")(lambda: SyntheticBenchmark())
-# Training questions with answers (never held-out ones) for RL, e.g. ``forkctl gfpo --data synthetic-train``.
-register("synthetic-train")(lambda: SyntheticBenchmark("synthetic-train", count=2000, seed=1, split="train"))
+def held_out() -> SyntheticTask:
+    return SyntheticTask()
+
+
+def train_split() -> SyntheticTask:
+    """Training questions with answers (never held-out ones) for RL, e.g. ``forkctl gfpo --task synthetic-train``."""
+    return SyntheticTask("synthetic-train", count=2000, seed=1, split="train")

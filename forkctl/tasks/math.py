@@ -10,14 +10,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from forkctl.benchmarks.base import Benchmark, Scored, register
+from forkctl.errors import UserError
+from forkctl.tasks.base import Scored, Task
 from forkctl.records import Question, read_records
 from forkctl.verify.math import extract_answer, get_math_judge
 
 DATA_DIR_ENV = "FORKCTL_DATA_DIR"
+MATH_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
-class MathBenchmark(Benchmark):
+class MathTask(Task):
+    prompt_template = MATH_PROMPT
+
     def __init__(self, name: str, local_file: Path | None = None, hub_id: str | None = None,
                  split: str = "test") -> None:
         self.name, self.local_file, self.hub_id, self.split = name, local_file, hub_id, split
@@ -29,7 +33,7 @@ class MathBenchmark(Benchmark):
             self.source = str(path)
             return read_records(path, Question)
         if self.hub_id is None:
-            raise ValueError(f"benchmark {self.name}: no local file")
+            raise UserError(f"benchmark {self.name}: no local file")
         self.source = f"hub:{self.hub_id}:{self.split}"
         return _load_from_hub(self.hub_id, self.split)
 
@@ -60,7 +64,7 @@ def _load_from_hub(hub_id: str, split: str) -> list[Question]:
 
         rows = load_dataset(hub_id, split=split)
     except Exception as exc:
-        raise ValueError(f"could not load {hub_id} from the Hugging Face Hub ({type(exc).__name__}: "
+        raise UserError(f"could not load {hub_id} from the Hugging Face Hub ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); set {DATA_DIR_ENV} to a folder holding "
                          f"a local copy, or pass a questions file") from None
     out = []
@@ -72,7 +76,13 @@ def _load_from_hub(hub_id: str, split: str) -> list[Question]:
     return out
 
 
-for _name, _hub, _split in [("aime24", "HuggingFaceH4/aime_2024", "train"),
-                            ("aime25", "yentinglin/aime_2025", "train"),
-                            ("math500", "HuggingFaceH4/MATH-500", "test")]:
-    register(_name)(lambda n=_name, h=_hub, s=_split: MathBenchmark(n, hub_id=h, split=s))
+def aime24() -> MathTask:
+    return MathTask("aime24", hub_id="HuggingFaceH4/aime_2024", split="train")
+
+
+def aime25() -> MathTask:
+    return MathTask("aime25", hub_id="yentinglin/aime_2025", split="train")
+
+
+def math500() -> MathTask:
+    return MathTask("math500", hub_id="HuggingFaceH4/MATH-500", split="test")
