@@ -14,6 +14,7 @@ and scrubbed from error messages, never written to records, the saved config or 
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import asyncio
 import email.utils
 import json
@@ -220,7 +221,7 @@ def _api_keys(teachers: list[Teacher]) -> dict[str, str]:
         if t.api_key_env is None:
             keys[t.name] = "EMPTY"
         elif not os.environ.get(t.api_key_env):
-            raise ValueError(f"teacher {t.name}: environment variable {t.api_key_env} is not set (it should hold "
+            raise UserError(f"teacher {t.name}: environment variable {t.api_key_env} is not set (it should hold "
                              f"the API key)")
         else:
             keys[t.name] = os.environ[t.api_key_env]
@@ -236,11 +237,11 @@ def _load_questions(cfg: CollectConfig) -> list[Question]:
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
     if not questions:
-        raise ValueError(f"{cfg.task}: no questions")
+        raise UserError(f"{cfg.task}: no questions")
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"{cfg.task}: question id {dup!r} appears more than once (ids key the records)")
+        raise UserError(f"{cfg.task}: question id {dup!r} appears more than once (ids key the records)")
     return questions
 
 
@@ -261,7 +262,7 @@ class _exclusive:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._fh.close()
-            raise RuntimeError(f"another forkctl collect is writing {self.path.with_suffix('')}") from None
+            raise UserError(f"another forkctl collect is writing {self.path.with_suffix('')}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -295,7 +296,7 @@ def _check_and_save_config(path: Path, cfg: CollectConfig, teachers: list[Teache
     for t in teachers:
         old = previous.get(t.name)
         if old is not None and {"model": old.get("model"), "params": old.get("params", {})} != t.identity():
-            raise ValueError(f"teacher {t.name}: model or params differ from the run that wrote {cfg.out} "
+            raise UserError(f"teacher {t.name}: model or params differ from the run that wrote {cfg.out} "
                              f"(see {path}); give the changed teacher a new name or use another --out")
     merged = {**previous, **{t.name: asdict(t) for t in teachers}}
     write_json(path, {"config": asdict(cfg), "teachers": merged, "num_questions": len(questions),

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from forkctl.errors import UserError
+from forkctl.models import check_model_path
 
 
 class ConfigError(UserError):
@@ -159,6 +160,8 @@ class EvalConfig(RunOptions, BackendOptions, SamplingOptions, PromptOptions, For
             raise ConfigError("--model is required (or --samples FILE to re-score existing samples)")
         if self.samples is None:
             self.check_backend()
+            if self.backend != "openai":
+                check_model_path(self.model)
 
 
 DEFAULT_COLLECT_CONCURRENCY = 64
@@ -299,6 +302,7 @@ class SSFTConfig(RunOptions, ForkFormatOptions):
             raise ConfigError("--model is required (a checkpoint directory or a Hub name)")
         if not self.trace_sets:
             raise ConfigError("--trace-sets is required (a trace-set JSONL: one question with its traces per line)")
+        check_model_path(self.model)
         if self.epochs <= 0 and not self.max_steps:
             raise ConfigError("--epochs must be > 0 (or set --max-steps)")
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -353,6 +357,7 @@ class GFPOConfig(RunOptions, BackendOptions, SamplingOptions, PromptOptions, For
         if self.estimator == "sampled" and self.group_size < 2:
             raise ConfigError("--estimator sampled needs --group-size >= 2 (advantages are relative to the group)")
         self.check_backend()
+        check_model_path(self.model)
 
     @property
     def learning_rate(self) -> float:

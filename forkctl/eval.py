@@ -16,6 +16,7 @@ from typing import Any
 from forkctl import forks
 from forkctl.tasks import Task, get_task
 from forkctl.config import EvalConfig, package_versions
+from forkctl.errors import UserError
 from forkctl.metrics import Vote, summarize
 from forkctl.records import JsonlAppender, Question, RecordError, Sample, iter_json_lines, repair_tail, \
     write_json, write_records
@@ -84,7 +85,7 @@ def _generate_missing(cfg: EvalConfig, bench: Task, questions: list[Question], s
             return mode, mode == "all"
         fork_ids = forks.fork_token_ids(backend.tokenizer, fmt.num_forks) if fmt.num_forks else []
         if mode == "policy" and not fork_ids:
-            raise ValueError("--fork policy needs a model with forking tokens")
+            raise UserError("--fork policy needs a model with forking tokens")
         # Forking tokens are control tokens: never generated inside a response.
         sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
         # Enough questions per call to fill the backend's batches.
@@ -205,7 +206,7 @@ def _check_resume_compatible(out: Path, cfg: EvalConfig) -> None:
         return
     for key in GENERATION_KEYS:
         if key in old and old[key] != getattr(cfg, key):
-            raise ValueError(f"{out} holds samples generated with {key}={old[key]!r}, not {getattr(cfg, key)!r}; "
+            raise UserError(f"{out} holds samples generated with {key}={old[key]!r}, not {getattr(cfg, key)!r}; "
                              f"use another --out (or the same settings to resume)")
 
 
@@ -257,3 +258,19 @@ def score_and_summarize(bench: Task, questions: list[Question], samples: list[Sa
     if missing:
         metrics["questions_without_samples"] = missing
     return ordered, metrics
+
+
+def metrics_tables(metrics: dict[str, Any], title: str) -> list[Any]:
+    """The metrics table and, when samples carry forking tokens, the per-token table."""
+    from forkctl import console
+
+    pct = ("pass@", "cons@", "accuracy")
+    rows = [[key, f"{100 * v:.2f}" if isinstance(v, float) and key.startswith(pct) else str(v)]
+            for key, v in metrics.items() if not isinstance(v, dict)]
+    tables = [console.table(title, ["metric", "value"], rows, right=(1,))]
+    per_fork = metrics.get("per_fork", {})
+    if per_fork:
+        tables.append(console.table("per forking token", ["fork", "samples", "accuracy"],
+                                    [[f if f == "none" else f"<think{f}>", row["n"], f"{100 * row['accuracy']:.2f}"]
+                                     for f, row in per_fork.items()], right=(1, 2)))
+    return tables

@@ -15,6 +15,7 @@ reasoning, the content alone, minus a leading ``<think>`` tag (the forking token
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import json
 import re
 from collections import Counter, defaultdict
@@ -123,7 +124,7 @@ def _group(path: Path, question_ids: set[str]) -> tuple[dict[str, list[TeacherRe
         latest.pop(r.key, None)
         latest[r.key] = r
     if unknown:
-        raise RecordError(str(path), "question_id", f"{len(set(unknown))} question id(s) not among --questions "
+        raise RecordError(str(path), "question_id", f"{len(set(unknown))} question id(s) not among --task "
                           f"(first: {unknown[0]!r}); pass the questions the traces were collected for")
     teacher_order = _teacher_order(path, {r.teacher for r in latest.values()})
     by_question: dict[str, list[TeacherResponse]] = defaultdict(list)

@@ -11,6 +11,7 @@ saved next to a checkpoint in ``forkctl.json`` so every later stage renders the 
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -30,7 +31,7 @@ CHATML_TEMPLATE = (
 def fork_token(index: int) -> str:
     """The text of forking token ``index`` (1-based)."""
     if index < 1:
-        raise ValueError(f"forking tokens are numbered from 1, got {index}")
+        raise UserError(f"forking tokens are numbered from 1, got {index}")
     return f"<think{index}>"
 
 
@@ -90,7 +91,7 @@ def fork_token_ids(tokenizer: Any, num_forks: int) -> list[int]:
     vocab = tokenizer.get_vocab()
     missing = [t for t in fork_tokens(num_forks) if t not in vocab]
     if missing:
-        raise ValueError(f"the tokenizer lacks forking tokens {missing[:3]}{'...' if len(missing) > 3 else ''}; "
+        raise UserError(f"the tokenizer lacks forking tokens {missing[:3]}{'...' if len(missing) > 3 else ''}; "
                          f"add them first (forkctl ssft does, or forks.add_fork_tokens)")
     return [vocab[t] for t in fork_tokens(num_forks)]
 
@@ -125,7 +126,7 @@ def add_fork_tokens(tokenizer: Any, model: Any, num_forks: int, init: str = "mea
             else:
                 src = tokenizer.convert_tokens_to_ids(init)
                 if src is None or src == tokenizer.unk_token_id:
-                    raise ValueError(f"--fork-init {init!r} is not a token of this tokenizer")
+                    raise UserError(f"--fork-init {init!r} is not a token of this tokenizer")
                 row = emb[src].float()
             for i in new_ids:
                 emb[i] = row.to(emb.dtype)
@@ -171,7 +172,7 @@ def render_prompt(tokenizer: Any, problem: str, fork: int | None, fmt: ForkForma
     if fork is None:
         return base
     if fork > fmt.num_forks:
-        raise ValueError(f"fork {fork} out of range: the model has {fmt.num_forks} forking tokens")
+        raise UserError(f"fork {fork} out of range: the model has {fmt.num_forks} forking tokens")
     return base + fmt.prefix + fork_token(fork) + fmt.suffix
 
 
@@ -187,10 +188,10 @@ def parse_fork_spec(spec: str, num_forks: int) -> str | int:
         return s
     m = re.fullmatch(r"<?(?:think)?(\d+)>?", s)
     if not m:
-        raise ValueError(f"--fork must be none, all, policy, or a token such as think1 or 1; got {spec!r}")
+        raise UserError(f"--fork must be none, all, policy, or a token such as think1 or 1; got {spec!r}")
     i = int(m.group(1))
     if not 1 <= i <= max(num_forks, 1) or num_forks == 0:
-        raise ValueError(f"--fork {spec}: the model has {num_forks} forking tokens (use --num-forks to say how many)")
+        raise UserError(f"--fork {spec}: the model has {num_forks} forking tokens (use --num-forks to say how many)")
     return i
 
 
@@ -201,7 +202,7 @@ def forks_for_samples(mode: str | int, n: int, num_forks: int) -> list[int | Non
     """
     if mode == "all":
         if num_forks < 1:
-            raise ValueError("--fork all needs forking tokens; the model has none (set --num-forks)")
+            raise UserError("--fork all needs forking tokens; the model has none (set --num-forks)")
         return [(j % num_forks) + 1 for j in range(n)]
     if isinstance(mode, int):
         return [mode] * n

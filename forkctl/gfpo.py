@@ -26,6 +26,7 @@ out, and gradients are averaged by accelerate.
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import math
 import random
 from collections import Counter
@@ -201,19 +202,19 @@ def run_gfpo(cfg: GFPOConfig) -> dict[str, Any]:
     elif cfg.resume:
         _warn(accelerator, f"--resume: no {state_path} yet; starting from step 0")
     elif (out / LOG_FILE).exists():
-        raise ValueError(f"{out} already holds a GFPO run; pass --resume to continue it or choose another --out")
+        raise UserError(f"{out} already holds a GFPO run; pass --resume to continue it or choose another --out")
 
     model, tokenizer = load_model_and_tokenizer(model_path, device=str(accelerator.device))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks)
     if fmt.num_forks < 2:
-        raise ValueError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
+        raise UserError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
     fork_ids = forks.fork_token_ids(tokenizer, fmt.num_forks)
     bench = get_task(cfg.task)
     questions = bench.load()[: cfg.limit] if cfg.limit else bench.load()
     if not questions:
-        raise ValueError(f"{cfg.task}: no questions")
+        raise UserError(f"{cfg.task}: no questions")
     judge = reward_judge(cfg.reward, bench)
 
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None

@@ -11,6 +11,7 @@ Definitions (also in the README):
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -29,9 +30,9 @@ class Vote:
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k for one question (Chen et al. 2021)."""
     if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples per question, got {n}")
+        raise UserError(f"pass@{k} needs at least {k} samples per question, got {n}")
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     if n - c < k:
         return 1.0
     # 1 - prod_{i=n-c+1}^{n} (1 - k/i), stable for large n
@@ -50,7 +51,7 @@ def majority_correct(votes: Sequence[Vote]) -> bool:
 
 def cons_at_k(votes: Sequence[Vote], k: int) -> bool:
     if k > len(votes):
-        raise ValueError(f"cons@{k} needs at least {k} samples per question, got {len(votes)}")
+        raise UserError(f"cons@{k} needs at least {k} samples per question, got {len(votes)}")
     return majority_correct(votes[:k])
 
 
@@ -70,7 +71,7 @@ def nmi(xs: Sequence[object], ys: Sequence[object]) -> float:
     """Normalised mutual information I(X;Y) / sqrt(H(X) H(Y)) of two labelings (0 when either is constant)."""
     n = len(xs)
     if n == 0 or n != len(ys):
-        raise ValueError("nmi needs two labelings of the same non-zero length")
+        raise UserError("nmi needs two labelings of the same non-zero length")
     px, py, pxy = Counter(xs), Counter(ys), Counter(zip(xs, ys))
     hx = -sum(c / n * math.log(c / n) for c in px.values())
     hy = -sum(c / n * math.log(c / n) for c in py.values())
@@ -84,12 +85,12 @@ def summarize(questions: dict[str, list[tuple[Vote, int | None]]], ks: Sequence[
               native: bool) -> dict[str, object]:
     """All metrics for questions -> their samples in sample order as (vote, fork)."""
     if not questions:
-        raise ValueError("no scored samples to summarise")
+        raise UserError("no scored samples to summarise")
     out: dict[str, object] = {}
     n_min = min(len(s) for s in questions.values())
     for k in ks:
         if k > n_min:
-            raise ValueError(f"k={k} is larger than the number of samples per question ({n_min})")
+            raise UserError(f"k={k} is larger than the number of samples per question ({n_min})")
     for k in ks:
         out[f"pass@{k}"] = _mean(pass_at_k(len(s), sum(v.correct for v, _ in s), k) for s in questions.values())
     for k in ks:

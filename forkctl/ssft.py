@@ -31,6 +31,7 @@ data's business), and a question left with no trace (skipped). Malformed JSON or
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import hashlib
 import os
 import random
@@ -74,7 +75,7 @@ class DataReport:
 
     def skipped(self, kind: str, where: str, message: str, strict: bool) -> None:
         if strict:
-            raise ValueError(f"{where}: {message} (bad data stops the run with --strict; without it such records "
+            raise UserError(f"{where}: {message} (bad data stops the run with --strict; without it such records "
                              f"are skipped and counted)")
         setattr(self, kind, getattr(self, kind) + 1)
         if len(self.examples) < 5:
@@ -102,14 +103,14 @@ def prompt_ids(tokenizer: Any, problem: str, fmt: forks.ForkFormat, fork_ids: li
     ids = tokenizer(forks.render_prompt(tokenizer, problem, 1, fmt, system), add_special_tokens=False)["input_ids"]
     positions = [k for k, t in enumerate(ids) if t == fork_ids[0]]
     if len(positions) != 1:
-        raise ValueError(f"the rendered prompt must contain <think1> exactly once as one token, found "
+        raise UserError(f"the rendered prompt must contain <think1> exactly once as one token, found "
                          f"{len(positions)} (is it a special token of the tokenizer?)")
     pos = positions[0]
     for i in range(2, len(fork_ids) + 1):
         other = tokenizer(forks.render_prompt(tokenizer, problem, i, fmt, system),
                           add_special_tokens=False)["input_ids"]
         if other != ids[:pos] + [fork_ids[i - 1]] + ids[pos + 1:]:
-            raise ValueError(f"prompts for <think1> and <think{i}> tokenise differently beyond the token itself; "
+            raise UserError(f"prompts for <think1> and <think{i}> tokenise differently beyond the token itself; "
                              f"check --fork-prefix/--fork-suffix")
     return ids, pos
 
@@ -122,7 +123,7 @@ def load_items(path: str | Path, tokenizer: Any, fmt: forks.ForkFormat, fork_ids
     items: list[QuestionItem] = []
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("the tokenizer has no eos token: traces need an end token to learn to stop")
+        raise UserError("the tokenizer has no eos token: traces need an end token to learn to stop")
     checked_prompt = False
     if Path(path).suffix == ".parquet":
         from forkctl.records import _read_parquet
@@ -174,7 +175,7 @@ def load_items(path: str | Path, tokenizer: Any, fmt: forks.ForkFormat, fork_ids
         report.questions_used += 1
         report.traces_used += len(traces)
     if not items:
-        raise ValueError(f"{path}: no usable question ({report.summary()})")
+        raise UserError(f"{path}: no usable question ({report.summary()})")
     return items, report
 
 
@@ -190,7 +191,7 @@ def assign(cost: Any) -> list[int]:
     cost = np.asarray(cost, dtype=np.float64)
     n, m = cost.shape
     if m > n:
-        raise ValueError(f"{m} traces but only {n} forking tokens")
+        raise UserError(f"{m} traces but only {n} forking tokens")
     rows, cols = linear_sum_assignment(cost)
     sigma = [-1] * m
     for r, c in zip(rows, cols):
@@ -451,7 +452,7 @@ def prepare_model(cfg: SSFTConfig) -> tuple[Any, Any, forks.ForkFormat, list[int
         tokenizer.pad_token = tokenizer.eos_token
     fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
     if fmt.num_forks < 1:
-        raise ValueError(f"{cfg.model} has no forking tokens: set --num-forks N to add <think1>..<thinkN>")
+        raise UserError(f"{cfg.model} has no forking tokens: set --num-forks N to add <think1>..<thinkN>")
     fork_ids = forks.add_fork_tokens(tokenizer, model, fmt.num_forks, init=cfg.fork_init)
     return model, tokenizer, fmt, fork_ids
 
@@ -498,7 +499,7 @@ def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
     if cfg.resume:
         resume_from = get_last_checkpoint(str(out))
         if resume_from is None:
-            raise ValueError(f"--resume: no checkpoint-* folder in {out}")
+            raise UserError(f"--resume: no checkpoint-* folder in {out}")
         _truncate_log(out / log_name, _checkpoint_step(resume_from))
     elif (out / log_name).exists():
         (out / log_name).unlink()  # a fresh run: start a fresh log

@@ -211,7 +211,7 @@ def test_no_api_key_anywhere(tmp_path: Path, server: FaultServer, questions: Pat
         with caplog.at_level(logging.DEBUG):
             _collect(tmp_path, questions, teachers, limit=2, out=str(out), max_retries=1)
         # The CLI too, its console output captured.
-        proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--questions", str(questions),
+        proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--task", str(questions),
                                "--teachers", str(teachers), "--out", str(tmp_path / "cli" / "t.jsonl"),
                                "--limit", "2", "--backoff", "0.01", "--max-retries", "1"],
                               capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -247,7 +247,7 @@ def test_sigkill_and_resume_exactly_once(tmp_path: Path, server: FaultServer, qu
     teachers = _teachers(tmp_path, server, [{"name": "a", "model": "delay:0.03+kill", "samples": 2},
                                             {"name": "b", "model": "ignore-n+delay:0.02+kill", "samples": 2}])
     out = tmp_path / "traces.jsonl"
-    cmd = [sys.executable, "-m", "forkctl", "collect", "--questions", str(qpath), "--teachers", str(teachers),
+    cmd = [sys.executable, "-m", "forkctl", "collect", "--task", str(qpath), "--teachers", str(teachers),
            "--out", str(out), "--concurrency", "3", "--quiet"]
     expected = {(f"q{i}", t, s) for i in range(30) for t in ("a", "b") for s in range(2)}
     kills = 0
@@ -290,7 +290,7 @@ def test_collect_from_transformers_serve(tmp_path: Path, transformers_server: An
         {"name": "toy", "base_url": transformers_server.base_url, "model": str(toy_model), "params": params,
          "samples": 2, "concurrency": 2, "price": {"input_per_mtok": 0.5, "output_per_mtok": 2.0}}]}))
     out = tmp_path / "traces.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--questions", str(questions), "--teachers",
+    proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--task", str(questions), "--teachers",
                            str(teachers), "--out", str(out), "--limit", "2", "--backoff", "0.05"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -309,12 +309,12 @@ def test_collect_then_filter_cli(tmp_path: Path, server: FaultServer, questions:
         {"name": "oss-high", "model": "ignore-n+500-first"}, {"name": "oss-med", "model": "truncate"}])
     out, sets = tmp_path / "traces.jsonl", tmp_path / "sets.jsonl"
     env = {**os.environ, "COLUMNS": "160"}
-    proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--questions", str(questions), "--teachers",
+    proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--task", str(questions), "--teachers",
                            str(teachers), "--out", str(out), "--samples", "2", "--limit", "3", "--backoff", "0.01"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "retried" in proc.stdout and "r1" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(out), "--questions",
+    proc = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(out), "--task",
                            str(questions), "--out", str(sets), "--mode", "majority", "--max-traces", "4"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -330,6 +330,6 @@ def test_collect_then_filter_cli(tmp_path: Path, server: FaultServer, questions:
         r1 = next(t for t in ts.traces if t.teacher == "r1")
         assert "</think>" in r1.text and r1.text.rstrip().endswith("$.")  # reasoning, then the answer
     assert "truncated" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(out), "--questions",
+    bad = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(out), "--task",
                           str(questions), "--mode", "vote"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--mode must be" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--mode" in bad.stderr and "vote" in bad.stderr

@@ -44,7 +44,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_ssft_two_processes(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
     base, data = synthetic
     out = tmp_path / "ssft"
-    _launch(["ssft", "--model", str(base), "--data", str(data), "--out", str(out), "--num-forks", "3",
+    _launch(["ssft", "--model", str(base), "--trace-sets", str(data), "--out", str(out), "--num-forks", "3",
              "--batch-size", "4", "--max-steps", "2", "--match-prefix-tokens", "8", "--lr", "1e-3", "--quiet"],
             tmp_path)
     # Each rank matched its own questions: 2 per step per rank (batch 4 over 2 processes), logged per rank.
@@ -63,7 +63,7 @@ def test_ssft_two_processes(synthetic: tuple[Path, Path], tmp_path: Path) -> Non
 def test_gfpo_two_processes(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
     base, _ = synthetic
     out = tmp_path / "gfpo"
-    _launch(["gfpo", "--model", str(base), "--data", "synthetic-train", "--out", str(out), "--steps", "2",
+    _launch(["gfpo", "--model", str(base), "--task", "synthetic-train", "--out", str(out), "--steps", "2",
              "--batch-size", "4", "--group-size", "2", "--max-new-tokens", "8", "--estimator", "exhaustive",
              "--quiet"], tmp_path)
     rows = read_json_lines(out / "gfpo_log.jsonl")

@@ -21,7 +21,7 @@ def run_cli(*args: str):
 
 def test_eval_transformers_end_to_end_with_all_forks_and_resume(toy_model, questions_file, tmp_path):
     out = tmp_path / "ev"
-    args = ["eval", "--model", toy_model, "--benchmark", questions_file, "--n", "4", "--k", "1,2", "--k", "4",
+    args = ["eval", "--model", toy_model, "--task", questions_file, "--n", "4", "--k", "1,2", "--k", "4",
             "--fork", "all", "--max-new-tokens", "8", "--out", out, "--quiet"]
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
@@ -76,7 +76,7 @@ def test_rescoring_samples_gives_exact_metrics(questions_file, tmp_path):
     ]
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "rescored"
-    result = run_cli("eval", "--samples", samples, "--benchmark", questions_file, "--n", "4", "--k", "1,4",
+    result = run_cli("eval", "--samples", samples, "--task", questions_file, "--n", "4", "--k", "1,4",
                      "--fork", "all", "--out", out)
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -95,13 +95,13 @@ def test_rescoring_samples_gives_exact_metrics(questions_file, tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--benchmark", "no_such_bench"], "unknown benchmark 'no_such_bench'"),
+    (["--task", "no_such_bench"], "unknown task 'no_such_bench'"),
     (["--n", "2", "--k", "4"], "--k 4 is larger than --n 2"),
-    (["--k", "x"], "--k expects integers"),
+    (["--k", "x"], "--k: expected an integer"),
     (["--fork", "think9", "--max-new-tokens", "2"], "the model has 4 forking tokens"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_2(toy_model, questions_file, tmp_path, extra, message):
-    args = ["eval", "--model", toy_model, "--benchmark", questions_file, "--out", tmp_path / "e", "--quiet", *extra]
+    args = ["eval", "--model", toy_model, "--task", questions_file, "--out", tmp_path / "e", "--quiet", *extra]
     result = run_cli(*args)
     assert result.exit_code == 2
     assert message in result.output
@@ -112,7 +112,7 @@ def test_malformed_samples_file_names_line_and_field(questions_file, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": "q0", "sample": 0, "fork": 1, "text": "x"}\n'
                    '{"question_id": "q0", "sample": "one", "fork": 1, "text": "x"}\n')
-    result = run_cli("eval", "--samples", bad, "--benchmark", questions_file, "--out", tmp_path / "o")
+    result = run_cli("eval", "--samples", bad, "--task", questions_file, "--out", tmp_path / "o")
     assert result.exit_code == 2
     assert "bad.jsonl:2: field 'sample': expected integer, got string" in result.output
 
@@ -127,7 +127,7 @@ def test_yaml_config_with_cli_override_and_unknown_keys(toy_model, questions_fil
     assert m["config"]["fork"] == "think3" and m["config"]["n"] == 2 and m["metrics"]["num_samples"] == 2
     cfg.write_text("model: x\nbogus_option: 1\n")
     result = run_cli("eval", "--config", cfg, "--out", tmp_path / "o2")
-    assert result.exit_code == 2 and "unknown option(s) bogus_option" in result.output
+    assert result.exit_code == 2 and "unknown option 'bogus_option'" in result.output
 
 
 def test_policy_mode_records_the_token_the_model_chooses(tmp_path, questions_file):
@@ -150,7 +150,7 @@ def test_policy_mode_records_the_token_the_model_chooses(tmp_path, questions_fil
             model.lm_head.weight[think3] += 200 * h / h.norm() ** 2
     model.save_pretrained(path)
     out = tmp_path / "policy"
-    result = run_cli("eval", "--model", path, "--benchmark", questions_file, "--n", "2", "--fork", "policy",
+    result = run_cli("eval", "--model", path, "--task", questions_file, "--n", "2", "--fork", "policy",
                      "--max-new-tokens", "6", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     samples = read_records(out / "samples.jsonl", Sample)
@@ -163,10 +163,10 @@ def test_policy_mode_records_the_token_the_model_chooses(tmp_path, questions_fil
 def test_console_script_help_and_exit_code(tmp_path):
     result = subprocess.run([sys.executable, "-m", "forkctl", "eval", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for option in ("--model", "--benchmark", "--backend", "--n", "--k", "--fork", "--num-forks", "--temperature",
+    for option in ("--model", "--task", "--backend", "--n", "--k", "--fork", "--num-forks", "--temperature",
                    "--top-p", "--max-new-tokens", "--seed", "--out", "--samples"):
         assert option in result.stdout
-    result = subprocess.run([sys.executable, "-m", "forkctl", "eval", "--model", "x", "--benchmark", "nope",
+    result = subprocess.run([sys.executable, "-m", "forkctl", "eval", "--model", "x", "--task", "nope",
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1

@@ -159,7 +159,7 @@ def test_last_record_of_a_key_wins_and_unknown_questions_error(tmp_path: Path) -
     records = [_rec("q", "A", 0, None, error="timeout"), _rec("q", "A", 0, "2")]
     result, sets = _filter(tmp_path, questions, records)
     assert len(sets["q"].traces) == 1 and result.per_teacher["A"].get("failed", 0) == 0
-    with pytest.raises(RecordError, match="not among --questions"):
+    with pytest.raises(RecordError, match="not among --task"):
         _filter(tmp_path, questions, records + [_rec("zz", "A", 0, "2")])
 
 

@@ -128,7 +128,7 @@ def test_resume_continues_from_the_saved_step(toy_model, questions_file, tmp_pat
 
 
 def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions_file, tmp_path):
-    result = CliRunner().invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--out",
+    result = CliRunner().invoke(app, ["gfpo", "--model", str(toy_model), "--task", str(questions_file), "--out",
                                       str(tmp_path / "g"), "--steps", "1", "--batch-size", "2", "--group-size", "2",
                                       "--max-new-tokens", "2", "--estimator", "exhaustive"])
     assert result.exit_code == 0, result.output
@@ -144,10 +144,10 @@ def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questi
 
 def test_bad_options_give_one_line_errors(toy_model, questions_file, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--estimator", "x",
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--task", str(questions_file), "--estimator", "x",
                                  "--out", str(tmp_path / "a")])
-    assert result.exit_code == 2 and "--estimator must be one of" in result.output
-    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--data", str(questions_file), "--group-size", "1",
+    assert result.exit_code == 2 and "Invalid value for '--estimator'" in result.output
+    result = runner.invoke(app, ["gfpo", "--model", str(toy_model), "--task", str(questions_file), "--group-size", "1",
                                  "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "group-size >= 2" in result.output
 

@@ -32,7 +32,7 @@ def test_eval_with_openai_backend(transformers_server, toy_model, tmp_path, monk
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", transformers_server.base_url, "--model", str(toy_model),
-        "--tokenizer", str(toy_model), "--api-key-env", "MY_SECRET_KEY", "--benchmark", str(questions),
+        "--tokenizer", str(toy_model), "--api-key-env", "MY_SECRET_KEY", "--task", str(questions),
         "--n", "4", "--k", "1,4", "--fork", "all", "--max-new-tokens", "6", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     samples = read_records(out / "samples.jsonl", Sample)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from forkctl import forks
+from forkctl.config import build_config
 from forkctl.ssft import IGNORE, QuestionItem, SSFTConfig, assign, cost_matrices, cost_matrix, load_items, \
     pair_batch, prepare_model, read_matching_log, run_ssft
 
@@ -245,7 +246,7 @@ def test_bad_data_is_skipped_and_counted_or_stops_with_strict(tmp_path: Path, ti
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="--matching"):
-        SSFTConfig(model="m", data="d", matching="greedy").validate()
+        build_config(SSFTConfig, ("", {"model": "m", "trace_sets": "d", "matching": "greedy"}))
     with pytest.raises(ValueError, match="divisible"):
         SSFTConfig(model="m", trace_sets="d", batch_size=3, grad_accum=2).validate()
     with pytest.raises(ValueError, match="--model is required"):
@@ -303,18 +304,18 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     cfg = tmp_path / "ssft.yaml"
     cfg.write_text("matching: bipartite\nbatch-size: 4\nlr: 0.001\n")
     out = tmp_path / "run"
-    res = runner.invoke(app, ["ssft", "--model", str(base), "--data", str(tmp_path / "train.jsonl"), "--out",
+    res = runner.invoke(app, ["ssft", "--model", str(base), "--trace-sets", str(tmp_path / "train.jsonl"), "--out",
                               str(out), "--max-steps", "2", "--config", str(cfg), "--quiet"])
     assert res.exit_code == 0, res.output
     assert (out / "forkctl.json").exists() and (out / "matching.jsonl").exists()
     assert json.loads((out / "ssft_config.json").read_text())["batch_size"] == 4
     cfg.write_text("matchng: bipartite\n")
-    res = runner.invoke(app, ["ssft", "--model", str(base), "--data", str(tmp_path / "train.jsonl"), "--config",
+    res = runner.invoke(app, ["ssft", "--model", str(base), "--trace-sets", str(tmp_path / "train.jsonl"), "--config",
                               str(cfg)])
-    assert res.exit_code == 2 and "unknown option(s) matchng" in res.output
-    res = runner.invoke(app, ["ssft", "--model", str(base), "--data", str(tmp_path / "train.jsonl"), "--out",
+    assert res.exit_code == 2 and "unknown option 'matchng'" in res.output
+    res = runner.invoke(app, ["ssft", "--model", str(base), "--trace-sets", str(tmp_path / "train.jsonl"), "--out",
                               str(tmp_path / "r2"), "--matching", "nope"])
-    assert res.exit_code == 2 and "--matching must be one of" in res.output
+    assert res.exit_code == 2 and "Invalid value for '--matching'" in res.output
 
 
 def test_random_seeded_prompt_tokenisation_is_consistent(tmp_path: Path, tiny) -> None:

@@ -125,7 +125,7 @@ def test_eval_cli_on_synthetic_records_strategy(tmp_path: Path) -> None:
     model = build_synthetic_model(tmp_path / "m", num_forks=3, hidden_size=32, num_layers=1, num_heads=2,
                                   intermediate_size=64)
     out = tmp_path / "eval"
-    res = CliRunner().invoke(app, ["eval", "--model", str(model), "--benchmark", "synthetic", "--n", "3", "--fork",
+    res = CliRunner().invoke(app, ["eval", "--model", str(model), "--task", "synthetic", "--n", "3", "--fork",
                                    "all", "--limit", "2", "--max-new-tokens", "8", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

@@ -36,7 +36,7 @@ def test_eval_with_the_offline_vllm_backend(toy_model, questions_file, tmp_path)
     engine = {"max_model_len": 1024, "enforce_eager": True, "max_num_seqs": 16}
     proc = subprocess.run(
         [str(VLLM_PY), "-m", "forkctl", "eval", "--backend", "vllm", "--model", str(toy_model),
-         "--vllm-args", json.dumps(engine), "--dtype", "float32", "--benchmark", str(questions_file), "--n", "4",
+         "--vllm-args", json.dumps(engine), "--dtype", "float32", "--task", str(questions_file), "--n", "4",
          "--k", "1,4", "--fork", "all", "--max-new-tokens", "8", "--out", str(out), "--quiet"],
         env=vllm_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -47,7 +47,7 @@ def test_eval_with_the_offline_vllm_backend(toy_model, questions_file, tmp_path)
 
     # vLLM saw exactly the prompt the transformers backend renders: same prompt token counts per fork.
     ref = tmp_path / "ref"
-    result = CliRunner().invoke(app, ["eval", "--model", str(toy_model), "--benchmark", str(questions_file), "--n", "4",
+    result = CliRunner().invoke(app, ["eval", "--model", str(toy_model), "--task", str(questions_file), "--n", "4",
                                       "--k", "1", "--fork", "all", "--max-new-tokens", "2", "--out", str(ref),
                                       "--quiet"])
     assert result.exit_code == 0, result.output
@@ -82,7 +82,7 @@ def test_eval_with_the_openai_backend_against_a_vllm_server(vllm_server, toy_mod
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
-        "--benchmark", str(questions_file), "--n", "4", "--k", "1,4", "--fork", "all", "--max-new-tokens", "8",
+        "--task", str(questions_file), "--n", "4", "--k", "1,4", "--fork", "all", "--max-new-tokens", "8",
         "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     samples = read_records(out / "samples.jsonl", Sample)
@@ -105,7 +105,7 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_fi
     out = tmp_path / "policy"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
-        "--benchmark", str(questions_file), "--n", "4", "--fork", "policy", "--max-new-tokens", "4", "--out", str(out),
+        "--task", str(questions_file), "--n", "4", "--fork", "policy", "--max-new-tokens", "4", "--out", str(out),
         "--quiet"])
     assert result.exit_code == 0, result.output
     assert all(s.fork in {1, 2, 3, 4} for s in read_records(out / "samples.jsonl", Sample))

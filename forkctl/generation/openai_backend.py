@@ -7,6 +7,7 @@ prompt has its ``n`` completions. Retries (429, 5xx, timeouts; honouring Retry-A
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import asyncio
 import os
 from typing import Any
@@ -70,7 +71,7 @@ class OpenAIBackend(Backend):
         top = (resp.choices[0].logprobs.top_logprobs or [{}])[0] if resp.choices[0].logprobs else {}
         raw = [top.get(n, -math.inf) for n in names]
         if all(math.isinf(x) for x in raw):
-            raise RuntimeError(f"{self.base_url} returned no log-probabilities for the forking tokens; --fork policy "
+            raise UserError(f"{self.base_url} returned no log-probabilities for the forking tokens; --fork policy "
                                f"with --backend openai needs a server that honours logprobs and allowed_token_ids "
                                f"(vLLM, SGLang)")
         norm = math.log(sum(math.exp(x) for x in raw))
@@ -92,7 +93,7 @@ class OpenAIBackend(Backend):
                     extra_body=body or None)
             attempt += 1
             if not resp.choices:
-                raise RuntimeError(f"{self.base_url} returned no choices")
+                raise UserError(f"{self.base_url} returned no choices")
             usage_tokens = resp.usage.completion_tokens if resp.usage and len(resp.choices) == 1 else None
             prompt_tokens = resp.usage.prompt_tokens if resp.usage else 0
             for choice in resp.choices[:want]:

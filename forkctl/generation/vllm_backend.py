@@ -6,6 +6,7 @@ Prompts are passed as token ids from :mod:`forkctl.forks` rendering, so vLLM see
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 from typing import Any
 
 from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
@@ -18,7 +19,7 @@ class VLLMBackend(Backend):
         try:
             from vllm import LLM
         except ImportError as exc:
-            raise RuntimeError("the vllm backend needs vLLM: pip install 'forkctl[vllm]' "
+            raise UserError("the vllm backend needs vLLM: pip install 'forkctl[vllm]' "
                                f"(or use --backend transformers / openai) [{exc}]") from None
         args = {"dtype": dtype, "seed": 0, **(engine_args or {})}
         self.llm = LLM(model=model, **args)

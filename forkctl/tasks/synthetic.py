@@ -32,6 +32,7 @@ their text, so the registered benchmark ``synthetic`` (held-out questions) never
 
 from __future__ import annotations
 
+from forkctl.errors import UserError
 import hashlib
 import random
 import re
@@ -85,7 +86,7 @@ def is_test_problem(text: str) -> bool:
 def parse_problem(text: str) -> Problem:
     """The digits of a problem text written by :class:`Problem`."""
     if not text.startswith(PROBLEM_PREFIX):
-        raise ValueError(f"not a synthetic problem: {text[:40]!r}")
+        raise UserError(f"not a synthetic problem: {text[:40]!r}")
     return Problem([int(v) for _, v in _PROBLEM_RE.findall(text[len(PROBLEM_PREFIX):])])
 
 
@@ -103,7 +104,7 @@ def solve(problem: Problem, strategy: str) -> str:
         return " ".join(steps) + f" answer={problem.answer}"
     if strategy == "direct":
         return f"{len(vals)} numbers, answer={problem.answer}"
-    raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    raise UserError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
 def classify(text: str) -> str:
@@ -165,10 +166,10 @@ def generate_problems(count: int, seed: int = 0, split: str = "train", min_items
     """``count`` distinct problems of ``split`` (train or test: disjoint by a hash of the text), lengths uniform in
     [min_items, max_items]. Deterministic in ``seed``."""
     if not MIN_ITEMS <= min_items <= max_items <= MAX_ITEMS:
-        raise ValueError(f"items per question must satisfy {MIN_ITEMS} <= min <= max <= {MAX_ITEMS}, "
+        raise UserError(f"items per question must satisfy {MIN_ITEMS} <= min <= max <= {MAX_ITEMS}, "
                          f"got {min_items}..{max_items}")
     if split not in {"train", "test"}:
-        raise ValueError(f"split must be train or test, got {split!r}")
+        raise UserError(f"split must be train or test, got {split!r}")
     rng = random.Random(f"synthetic|{seed}|{split}")
     seen: set[str] = set()
     out: list[Problem] = []
@@ -176,7 +177,7 @@ def generate_problems(count: int, seed: int = 0, split: str = "train", min_items
     while len(out) < count:
         attempts += 1
         if attempts > 200 * count + 10_000:
-            raise ValueError(f"could not draw {count} distinct {split} questions with {min_items}..{max_items} items")
+            raise UserError(f"could not draw {count} distinct {split} questions with {min_items}..{max_items} items")
         p = Problem([rng.randint(0, 9) for _ in range(rng.randint(min_items, max_items))])
         if p.text in seen or p.is_test != (split == "test"):
             continue
@@ -203,9 +204,9 @@ def write_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0, stra
     strats = tuple(strategies or STRATEGIES)
     for s in strats:
         if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; use one of {', '.join(STRATEGIES)}")
+            raise UserError(f"unknown strategy {s!r}; use one of {', '.join(STRATEGIES)}")
     if questions < 1:
-        raise ValueError(f"--questions must be >= 1, got {questions}")
+        raise UserError(f"--questions must be >= 1, got {questions}")
     rng = random.Random(f"order|{seed}")
     problems = generate_problems(questions, seed, "train", min_items, max_items)
     path = Path(out)
