@@ -6,24 +6,22 @@ generates only what is missing) and ``metrics.json`` (``config`` to reproduce th
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from forkctl import forks
-from forkctl.tasks import Task, get_task
-from forkctl.config import EvalConfig, package_versions
+from forkctl.tasks import Task, get_task, user_message
+from forkctl.config import EvalConfig, check_fingerprint, derive_seed, file_identity, package_versions, \
+    run_config_path, write_run_config
+from forkctl import console
 from forkctl.errors import UserError
 from forkctl.metrics import Vote, summarize
 from forkctl.records import JsonlAppender, Question, RecordError, Sample, iter_json_lines, repair_tail, \
     write_json, write_records
 
-# Options that change what is generated: resuming into an out dir made with other values is refused.
-GENERATION_KEYS = ("model", "task", "fork", "num_forks", "fork_prefix", "fork_suffix", "temperature", "top_p",
-                   "max_new_tokens", "seed", "system_prompt", "limit")
+SAMPLES_FILE = "samples.jsonl"
 
 
 @dataclass
@@ -36,48 +34,84 @@ class EvalResult:
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
     cfg.validate()
-    progress = not cfg.quiet
-    bench = get_task(cfg.task)
-    questions = bench.load()
+    task = get_task(cfg.task)
+    cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved: metrics.json says which
+    questions = task.load()
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
     if not questions:
         raise UserError(f"task {cfg.task} has no questions")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples_path = out / "samples.jsonl"
+    samples_path = out / SAMPLES_FILE
     fork_mode: str | int
     if cfg.samples:
-        samples = _read_samples_for(Path(cfg.samples), questions)
+        stored = _read_samples_for(Path(cfg.samples), questions)
+        scored_part = stored
         fork_mode = cfg.fork
-        native = _looks_native(samples) if cfg.fork == "none" else cfg.fork == "all"
+        native = _looks_native(stored) if cfg.fork == "none" else cfg.fork == "all"
     else:
-        _check_resume_compatible(out, cfg)
-        fork_mode, native = _generate_missing(cfg, bench, questions, samples_path, progress)
-        samples = _read_samples_for(samples_path, questions)
-    samples, metrics = score_and_summarize(bench, questions, samples, cfg.k, native)
-    write_records(samples_path, samples)
-    config = {**asdict(cfg),
-              "fork_mode": fork_mode if isinstance(fork_mode, str) else f"think{fork_mode}",
-              "benchmark_source": bench.describe(), "versions": package_versions()}
+        _claim_output(out, cfg)
+        fork_mode, native = _generate_missing(cfg, questions, samples_path)
+        stored = _read_samples_for(samples_path, questions)
+        scored_part = [s for s in stored if s.sample < cfg.n]  # a smaller --n scores the first n samples
+    scored, metrics = score_and_summarize(task, questions, scored_part, cfg.k, native)
+    write_records(samples_path, _merge(stored, scored))  # never drops a stored sample
+    config = {**asdict(cfg), "fork_mode": fork_mode if isinstance(fork_mode, str) else f"think{fork_mode}",
+              "task_source": task.describe(), "scored_samples": len(scored), "versions": package_versions()}
     metrics_path = out / "metrics.json"
     write_json(metrics_path, {"config": config, "metrics": metrics})
     return EvalResult(metrics, config, samples_path, metrics_path)
+
+
+def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
+    """What decides the samples generated: the model's identity and every generation setting (not --n, which
+    may grow, nor --limit, --k or output options)."""
+    keys = ("task", "backend", "fork", "num_forks", "fork_prefix", "fork_suffix", "prompt_template",
+            "system_prompt", "temperature", "top_p", "max_new_tokens", "seed")
+    fp = {key: getattr(cfg, key) for key in keys}
+    fp["model"] = cfg.model
+    fp["model_identity"] = file_identity(cfg.tokenizer or cfg.model or "") if cfg.backend == "openai" \
+        else file_identity(cfg.model or "")
+    if Path(cfg.task).exists():
+        fp["task_identity"] = file_identity(cfg.task)
+    return fp
+
+
+def _claim_output(out: Path, cfg: EvalConfig) -> None:
+    """Refuse to add samples made under other settings (or by an unknown run) to ``out``; ``--overwrite``
+    starts again there."""
+    fp = fingerprint(cfg)
+    config_path = run_config_path(out, "eval")
+    has_samples = (out / SAMPLES_FILE).exists()
+    matched = check_fingerprint(config_path, fp, str(out), cfg.overwrite)
+    if has_samples and not matched and not cfg.overwrite and not config_path.exists():
+        raise UserError(f"{out} holds samples from a run without a recorded fingerprint (an older forkctl, or "
+                        f"another tool): refusing to mix them; use a new --out, or --overwrite to start again there")
+    if not matched and cfg.overwrite:
+        for name in (SAMPLES_FILE, "metrics.json"):
+            (out / name).unlink(missing_ok=True)
+    write_run_config(config_path, "eval", cfg, fp)
+
+
+def _merge(stored: list[Sample], scored: list[Sample]) -> list[Sample]:
+    fresh = {s.key: s for s in scored}
+    return [fresh.get(s.key, s) for s in stored]
 
 
 # --------------------------------------------------------------------------------------------------
 # Generation
 
 
-def _generate_missing(cfg: EvalConfig, bench: Task, questions: list[Question], samples_path: Path,
-                      progress: bool) -> tuple[str | int, bool]:
+def _generate_missing(cfg: EvalConfig, questions: list[Question], samples_path: Path) -> tuple[str | int, bool]:
     from forkctl.generation import SamplingConfig, load_backend
 
     done = _existing_keys(samples_path)
     backend = load_backend(cfg.backend, cfg.model or "", **cfg.backend_options())
     try:
-        fmt = forks.resolve_fork_format(cfg.model if backend.name != "openai" else cfg.tokenizer, backend.tokenizer,
-                                        cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
+        # The folder holding forkctl.json: the model's, or (openai backend) the local tokenizer's.
+        fmt = forks.resolve_fork_format(cfg.tokenizer or cfg.model, backend.tokenizer, cfg.num_forks,
+                                        cfg.fork_prefix, cfg.fork_suffix)
         mode = forks.parse_fork_spec(cfg.fork, fmt.num_forks)
         plan = forks.forks_for_samples(mode, cfg.n, fmt.num_forks)
         todo = [(q, j) for q in questions for j in range(cfg.n) if (q.id, j) not in done]
@@ -88,21 +122,21 @@ def _generate_missing(cfg: EvalConfig, bench: Task, questions: list[Question], s
             raise UserError("--fork policy needs a model with forking tokens")
         # Forking tokens are control tokens: never generated inside a response.
         sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
-        # Enough questions per call to fill the backend's batches.
-        per_call = max(1, (cfg.generate_batch_size * 2) // cfg.n) if backend.name == "transformers" else max(1, 256 // cfg.n)
+        # One generate batch per call, so progress moves with every batch (remote/vLLM backends take bigger ones).
+        per_call = max(1, getattr(backend, "batch_size", 256) // cfg.n)
         by_question: dict[str, list[int]] = defaultdict(list)
         for q, j in todo:
             by_question[q.id].append(j)
         pending = [q for q in questions if q.id in by_question]
-        with _progress(progress, len(todo)) as bar, JsonlAppender(samples_path) as sink:
+        with console.progress("generating", len(todo), not cfg.quiet) as bar, JsonlAppender(samples_path) as sink:
             for start in range(0, len(pending), per_call):
                 chunk = pending[start:start + per_call]
                 plans = _policy_choices(backend, chunk, by_question, fmt, fork_ids, cfg) if mode == "policy" \
                     else {q.id: {j: plan[j] for j in by_question[q.id]} for q in chunk}
                 requests, slots = _requests_for(chunk, plans, fmt, backend.tokenizer, cfg)
-                records = _to_samples(bench, chunk, slots, backend.generate(requests, sampling))
+                records = _to_samples(slots, backend.generate(requests, sampling))
                 sink.write_many(records)
-                bar(len(records))
+                bar.advance(len(records))
         return mode, mode == "all"
     finally:
         backend.close()
@@ -115,12 +149,12 @@ def _policy_choices(backend: Any, chunk: list[Question], by_question: dict[str, 
     import math
     import random
 
-    prompts = [forks.policy_prompt(backend.tokenizer, q.problem, fmt, cfg.system_prompt) for q in chunk]
+    prompts = [forks.policy_prompt(backend.tokenizer, user_message(cfg.prompt_template, q), fmt, cfg.system_prompt) for q in chunk]
     choices: dict[str, dict[int, int]] = {}
     for q, logp in zip(chunk, backend.fork_logprobs(prompts, fork_ids)):
         t = max(cfg.temperature, 1e-6)
         weights = [math.exp((lp - max(logp)) / t) for lp in logp]
-        choices[q.id] = {j: random.Random(_request_seed(cfg.seed, q.id, "policy", j)).choices(
+        choices[q.id] = {j: random.Random(derive_seed(cfg.seed, q.id, "policy", j)).choices(
             range(1, len(weights) + 1), weights)[0] for j in by_question[q.id]}
     return choices
 
@@ -136,53 +170,22 @@ def _requests_for(chunk: list[Question], plans: dict[str, dict[int, int | None]]
         for j, fork in sorted(plans[q.id].items()):
             groups[fork].append(j)
         for fork, idxs in groups.items():
-            prompt = forks.render_prompt(tokenizer, q.problem, fork, fmt, cfg.system_prompt)
-            requests.append(Request(prompt=prompt, n=len(idxs), seed=_request_seed(cfg.seed, q.id, fork, idxs[0])))
+            prompt = forks.render_prompt(tokenizer, user_message(cfg.prompt_template, q), fork, fmt, cfg.system_prompt)
+            requests.append(Request(prompt=prompt, n=len(idxs), seed=derive_seed(cfg.seed, q.id, fork, idxs[0])))
             slots.append((q, idxs, fork))
     return requests, slots
 
 
-def _to_samples(bench: Task, chunk: list[Question], slots, completions) -> list[Sample]:
-    got: dict[str, list[tuple[int, int | None, Any]]] = defaultdict(list)
-    for (q, idxs, fork), comps in zip(slots, completions):
-        got[q.id].extend((j, fork, comp) for j, comp in zip(idxs, comps))
-    rows = {qid: sorted(v, key=lambda x: x[0]) for qid, v in got.items()}
-    scored = bench.score([(q, [comp.text for *_, comp in rows[q.id]]) for q in chunk])
+def _to_samples(slots, completions) -> list[Sample]:
+    """Unjudged samples: every sample is judged once, when the run is summarised (also after a resume)."""
     records = []
-    for q, judged in zip(chunk, scored):
-        for (j, fork, comp), s in zip(rows[q.id], judged):
-            records.append(Sample(question_id=q.id, sample=j, fork=fork, text=comp.text, answer=s.answer,
-                                  correct=s.correct, num_tokens=comp.num_tokens, finish_reason=comp.finish_reason,
-                                  extra={"prompt_tokens": comp.prompt_tokens, **s.extra}))
-    return records
-
-
-def _request_seed(seed: int, qid: str, fork: int | str | None, first: int) -> int:
-    digest = hashlib.sha256(f"{seed}|{qid}|{fork}|{first}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-class _progress:
-    """A rich progress bar over samples (silent when ``enabled`` is false)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self._p = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           TimeRemainingColumn())
-        self._p.__enter__()
-        task = self._p.add_task("samples", total=self.total)
-        return lambda n: self._p.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)
+    for (q, idxs, fork), comps in zip(slots, completions):
+        for j, comp in zip(idxs, comps):
+            records.append(Sample(question_id=q.id, sample=j, fork=fork, text=comp.text,
+                                  num_tokens=comp.num_tokens, finish_reason=comp.finish_reason,
+                                  extra={"prompt_tokens": comp.prompt_tokens}))
+    position = {q.id: i for i, (q, _, _) in enumerate(slots)}
+    return sorted(records, key=lambda s: (position[s.question_id], s.sample))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,20 +197,6 @@ def _existing_keys(path: Path) -> set[tuple[str, int]]:
         return set()
     repair_tail(path)
     return {Sample.from_dict(obj, where).key for where, obj in iter_json_lines(path)}
-
-
-def _check_resume_compatible(out: Path, cfg: EvalConfig) -> None:
-    metrics_path = out / "metrics.json"
-    if not (out / "samples.jsonl").exists() or not metrics_path.exists():
-        return
-    try:
-        old = json.loads(metrics_path.read_text())["config"]
-    except (json.JSONDecodeError, KeyError):
-        return
-    for key in GENERATION_KEYS:
-        if key in old and old[key] != getattr(cfg, key):
-            raise UserError(f"{out} holds samples generated with {key}={old[key]!r}, not {getattr(cfg, key)!r}; "
-                             f"use another --out (or the same settings to resume)")
 
 
 def _read_samples_for(path: Path, questions: list[Question]) -> list[Sample]:

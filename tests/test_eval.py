@@ -170,3 +170,62 @@ def test_console_script_help_and_exit_code(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Reruns never mix settings (a fingerprint beside the output)
+
+
+def test_rebuilt_model_at_the_same_path_is_refused_then_overwrite_starts_again(questions_file, tmp_path):
+    from forkctl.toy import build_toy_model
+
+    model = build_toy_model(tmp_path / "m", num_forks=4, hidden_size=32, num_layers=1)
+    out = tmp_path / "ev"
+    args = ["eval", "--model", model, "--task", questions_file, "--n", "4", "--fork", "all", "--max-new-tokens", "3",
+            "--out", out, "--quiet"]
+    assert run_cli(*args).exit_code == 0
+    build_toy_model(tmp_path / "m", num_forks=2, hidden_size=32, num_layers=1)  # same path, another model
+    result = run_cli(*args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "model_identity changed" in result.output and "--overwrite" in result.output
+    assert {s.fork for s in read_records(out / "samples.jsonl", Sample)} == {1, 2, 3, 4}  # nothing lost
+    result = run_cli(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert {s.fork for s in read_records(out / "samples.jsonl", Sample)} == {1, 2}
+
+
+def test_a_smaller_n_scores_the_first_n_samples_and_says_so(toy_model, questions_file, tmp_path):
+    out = tmp_path / "ev"
+    base = ["eval", "--model", toy_model, "--task", questions_file, "--fork", "all", "--max-new-tokens", "3",
+            "--out", out, "--quiet"]
+    assert run_cli(*base, "--n", "4").exit_code == 0
+    result = run_cli(*base, "--n", "2")
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["n"] == 2 and m["config"]["scored_samples"] == 6 and m["metrics"]["num_samples"] == 6
+    assert sum(row["n"] for row in m["metrics"]["per_fork"].values()) == 6
+    assert set(m["metrics"]["per_fork"]) == {"1", "2"}  # samples 0, 1 of each question use <think1>, <think2>
+    assert len(read_records(out / "samples.jsonl", Sample)) == 12  # the stored samples stay
+
+
+def test_an_eval_dir_from_another_tool_is_not_mixed(toy_model, questions_file, tmp_path):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "samples.jsonl").write_text(json.dumps({"question_id": "q0", "sample": 0, "fork": None, "text": "x"}) + "\n")
+    result = run_cli("eval", "--model", toy_model, "--task", questions_file, "--out", out, "--quiet",
+                     "--max-new-tokens", "2")
+    assert result.exit_code == 2 and "without a recorded fingerprint" in result.output
+
+
+@pytest.mark.parametrize("name", ["runs/nope", "ABSOLUTE"])
+def test_a_missing_model_path_is_one_line_before_any_hub_call(name, questions_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    model = str(tmp_path / "nope") if name == "ABSOLUTE" else name
+    for stage in (["eval", "--task", str(questions_file)], ["ssft", "--trace-sets", "d.jsonl"],
+                  ["gfpo", "--task", str(questions_file)]):
+        result = subprocess.run([sys.executable, "-m", "forkctl", *stage, "--model", model], capture_output=True,
+                                text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "0"})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"error: --model {model}: no such model folder (and not a Hugging Face Hub id " \
+                                f"such as Qwen/Qwen2.5-7B-Instruct)\n"

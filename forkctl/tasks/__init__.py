@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 
 from forkctl.errors import UserError
-from forkctl.tasks.base import Scored, Task
+from forkctl.tasks.base import Scored, Task, user_message
 
 # name -> "module:factory"; the factory takes no arguments and returns a Task.
 REGISTRY: dict[str, str] = {
@@ -43,4 +43,4 @@ def get_task(spec: str) -> Task:
                     f".jsonl/.parquet questions file")
 
 
-__all__ = ["REGISTRY", "Scored", "Task", "available", "get_task"]
+__all__ = ["REGISTRY", "Scored", "Task", "available", "get_task", "user_message"]

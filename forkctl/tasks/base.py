@@ -20,6 +20,11 @@ class Scored:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def user_message(template: str | None, question: Question) -> str:
+    """The user turn for a question: ``template`` with ``{problem}`` replaced (None: the bare problem)."""
+    return (template or "{problem}").replace("{problem}", question.problem)
+
+
 class Task(ABC):
     """Questions plus the way to judge responses to them."""
 
