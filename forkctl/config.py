@@ -70,8 +70,8 @@ class ForkFormatOptions:
 @dataclass
 class PromptOptions:
     prompt_template: str | None = opt(None, "User message; {problem} is replaced by the question.",
-                                      cli_default="the task's own: for math, the question then 'Please reason "
-                                                  "step by step, and put your final answer within \\boxed{}.'; "
+                                      cli_default="the task's own: for math, the reference evaluation's prompt "
+                                                  "(lighteval's MATH_QUERY_TEMPLATE, asking for \\boxed{ANSWER}); "
                                                   "for synthetic, the bare question")
     system_prompt: str | None = opt(None, "A system message to put before each question.")
 
@@ -269,8 +269,10 @@ class SSFTConfig(RunOptions, ForkFormatOptions):
     fork_label: bool = opt(True, "Also train the forking token (and the suffix after it) as a label, so the model "
                                  "can later choose its own token (eval --fork policy, gfpo). The chat prompt "
                                  "before it is never a label.")
-    fork_init: str = opt("mean", "Initial embedding of forking tokens added here: mean (of all rows) or an "
-                                 "existing token to copy, e.g. '<think>'.")
+    fork_init: str = opt("mean-noise", "Initial embedding of forking tokens added here: mean-noise (the mean of "
+                                       "all rows plus small seeded noise, so the tokens start distinct and the "
+                                       "first matchings are not index order), mean (identical rows), or an "
+                                       "existing token to copy, e.g. '<think>'.")
     system_prompt: str | None = opt(None, "A system message to put before each question.")
     lr: float = opt(1e-5, "Peak learning rate.", gt=0)
     batch_size: int = opt(8, "Questions per optimiser step (over all devices and accumulation steps; each brings "

@@ -96,11 +96,16 @@ def fork_token_ids(tokenizer: Any, num_forks: int) -> list[int]:
     return [vocab[t] for t in fork_tokens(num_forks)]
 
 
-def add_fork_tokens(tokenizer: Any, model: Any, num_forks: int, init: str = "mean") -> list[int]:
+FORK_INIT_NOISE = 0.1  # mean-noise: the noise std as a fraction of each dimension's std over existing rows
+
+
+def add_fork_tokens(tokenizer: Any, model: Any, num_forks: int, init: str = "mean-noise", seed: int = 0) -> list[int]:
     """Add ``<think1>``..``<thinkN>`` as special tokens, resize the model and initialise the new rows.
 
-    ``init``: ``mean`` (mean of the existing embedding rows: in-distribution, unlike random noise) or the
-    text of an existing single token to copy (e.g. ``<think>``). Tokens already present keep their rows.
+    ``init``: ``mean-noise`` (default: the mean of the existing rows plus small seeded Gaussian noise, 0.1 of
+    each dimension's spread: in-distribution, yet distinct, so the first SSFT cost matrices already differ
+    between tokens and the first assignments are not just index order), ``mean`` (all new rows identical), or
+    the text of an existing single token to copy (e.g. ``<think>``). Tokens already present keep their rows.
     Returns the token ids.
     """
     import torch
@@ -118,18 +123,26 @@ def add_fork_tokens(tokenizer: Any, model: Any, num_forks: int, init: str = "mea
     new_ids = [tokenizer.convert_tokens_to_ids(t) for t in new]
     if not new_ids:
         return ids
+    from forkctl.config import derive_seed
+
     with torch.no_grad():
-        for emb in _embedding_matrices(model):
-            base = emb[: min(old_rows, emb.shape[0])]
-            if init == "mean":
-                row = base.float().mean(dim=0)
+        for m, emb in enumerate(_embedding_matrices(model)):
+            base = emb[: min(old_rows, emb.shape[0])].float()
+            if init in ("mean", "mean-noise"):
+                row = base.mean(dim=0)
             else:
                 src = tokenizer.convert_tokens_to_ids(init)
                 if src is None or src == tokenizer.unk_token_id:
-                    raise UserError(f"--fork-init {init!r} is not a token of this tokenizer")
+                    raise UserError(f"--fork-init {init!r} is not a token of this tokenizer (or use mean-noise, "
+                                    f"mean)")
                 row = emb[src].float()
+            spread = base.std(dim=0) * FORK_INIT_NOISE
             for i in new_ids:
-                emb[i] = row.to(emb.dtype)
+                noise = torch.zeros_like(row)
+                if init == "mean-noise":
+                    gen = torch.Generator().manual_seed(derive_seed(seed, "fork-init", m, i))
+                    noise = torch.randn(row.shape, generator=gen) * spread
+                emb[i] = (row + noise).to(emb.dtype)
     return ids
 
 

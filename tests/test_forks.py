@@ -34,7 +34,7 @@ def test_add_fork_tokens_initialises_rows_with_the_mean_embedding(tmp_path):
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     before = model.get_input_embeddings().weight.detach().clone()
-    ids = forks.add_fork_tokens(tok, model, 3)
+    ids = forks.add_fork_tokens(tok, model, 3, init="mean")
     after = model.get_input_embeddings().weight
     assert after.shape[0] == before.shape[0] + 3 == len(tok)
     for i in ids:
@@ -45,6 +45,23 @@ def test_add_fork_tokens_initialises_rows_with_the_mean_embedding(tmp_path):
     ids5 = forks.add_fork_tokens(tok, model, 5, init="<|im_end|>")
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     torch.testing.assert_close(model.get_input_embeddings().weight[ids5[4]], model.get_input_embeddings().weight[im_end])
+
+
+def test_default_init_is_the_mean_plus_small_seeded_noise_so_tokens_start_distinct(tmp_path):
+    path = build_toy_model(tmp_path / "m", num_forks=0)
+    rows = []
+    for _ in range(2):  # the same seed gives the same rows
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        before = model.get_input_embeddings().weight.detach().clone()
+        ids = forks.add_fork_tokens(tok, model, 3, seed=7)
+        rows.append(model.get_input_embeddings().weight[ids].detach().clone())
+    torch.testing.assert_close(rows[0], rows[1])
+    mean, spread = before.mean(0), before.std(0) * forks.FORK_INIT_NOISE
+    for i in range(3):
+        z = (rows[0][i] - mean) / spread  # standard-normal noise per dimension
+        assert 0.7 < float(z.std()) < 1.3 and abs(float(z.mean())) < 0.3
+    assert torch.cdist(rows[0], rows[0])[~torch.eye(3, dtype=torch.bool)].min() > 0  # pairwise distinct
 
 
 def test_saved_checkpoint_reloads_with_tokens_and_format(tmp_path, toy_model):

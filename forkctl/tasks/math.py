@@ -16,7 +16,12 @@ from forkctl.records import Question, read_records
 from forkctl.verify.math import extract_answer, get_math_judge
 
 DATA_DIR_ENV = "FORKCTL_DATA_DIR"
-MATH_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+# The reference evaluation's math prompt (the authors' lighteval fork, Sheng-J/SSFT: aime_prompt_fn and math_500
+# in lighteval/tasks/default_prompts.py, used by their aime24/25 and math_500 tasks), so numbers are comparable.
+MATH_PROMPT = ("Solve the following math problem efficiently and clearly.  The last line of your response should be "
+               "of the following format: 'Therefore, the final answer is: $\\boxed{ANSWER}$. I hope it is correct' "
+               "(without quotes) where ANSWER is just the final number or expression that solves the problem. "
+               "Think step by step before answering.\n\n{problem}")
 
 
 class MathTask(Task):
