@@ -60,6 +60,13 @@ MODES = ("official", "fixed")
 VERDICTS = ("pass", "wrong_answer", "time_limit", "runtime_error", "compile_error")
 DEFAULT_TIMEOUT = 6.0
 UID_BASE = 1_500_000_000  # per-slot sandbox uids, far above any real account's
+MAX_SLOTS = 64
+
+
+def slot_uid(slot: int) -> int:
+    """A uid of its own per (grader process, worker slot): two graders on one machine never share one (each kills
+    every process of its uid after a sample)."""
+    return UID_BASE + (os.getpid() % 1_000_000) * MAX_SLOTS + slot
 STARTUP_GRACE = 30.0  # interpreter start + prelude on a busy machine; not part of the program's time
 KILL_GRACE = 2.0  # the parent's backstop beyond the child's own alarm
 
@@ -99,7 +106,7 @@ class CodeGrader:
             raise ValueError(f"code grader mode must be one of {MODES}, got {mode!r}")
         self.mode, self.timeout, self.memory_mb = mode, float(timeout), memory_mb
         self.max_procs, self.output_cap, self.tmpfs_mb, self.namespaces = max_procs, output_cap, tmpfs_mb, namespaces
-        self.workers = workers or max(1, min(os.cpu_count() or 1, 16))
+        self.workers = min(workers or max(1, min(os.cpu_count() or 1, 16)), MAX_SLOTS)
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.workers):
             self._slots.put(slot)
@@ -140,7 +147,7 @@ def _job(code: str, problem: CodeProblem, grader: CodeGrader, slot: int, workdir
         # stdin expectations go to the child only so it can stop early; the parent re-checks every output.
         "outputs": outputs,
         "sandbox": {"netns": ns, "pidns": ns, "mountns": ns, "userns": ns and not root, "workdir": workdir,
-                    "tmpfs_mb": grader.tmpfs_mb, "uid": UID_BASE + slot if root else None},
+                    "tmpfs_mb": grader.tmpfs_mb, "uid": slot_uid(slot) if root else None},
     }
 
 
@@ -188,7 +195,7 @@ def _environment(workdir: str) -> dict[str, str]:
 def _grade_in_child(code: str, problem: CodeProblem, grader: CodeGrader, slot: int) -> SampleResult:
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="forkctl-code-")
-    uid = UID_BASE + slot if os.geteuid() == 0 else None
+    uid = slot_uid(slot) if os.geteuid() == 0 else None
     if uid is not None:
         os.chown(workdir, uid, uid)
     job = _job(code, problem, grader, slot, workdir)
