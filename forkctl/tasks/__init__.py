@@ -20,6 +20,9 @@ REGISTRY: dict[str, str] = {
     "math500": "forkctl.tasks.math:math500",
     "synthetic": "forkctl.tasks.synthetic:held_out",
     "synthetic-train": "forkctl.tasks.synthetic:train_split",
+    "lcb_v5": "forkctl.tasks.lcb:lcb_v5",
+    "lcb_v6": "forkctl.tasks.lcb:lcb_v6",
+    "lcb_sample": "forkctl.tasks.lcb:lcb_sample",
 }
 
 
