@@ -117,6 +117,23 @@ class BackendOptions:
             raise ConfigError("--backend openai needs --base-url (the server's URL, e.g. http://127.0.0.1:8000/v1)")
 
 
+CodeGrader = Literal["official", "fixed"]
+
+
+@dataclass
+class CodeTaskOptions:
+    code_grader: CodeGrader = opt("official", "Code tasks (LiveCodeBench): official (LiveCodeBench's verdicts, its "
+                                              "known false negatives included, so numbers compare) or fixed (float "
+                                              "tolerance, real stdin/stdout streams, no int-str digit limit).")
+    start_date: str | None = opt(None, "Code tasks: keep problems with contest_date >= this (YYYY-MM-DD).",
+                                 cli_default="lcb_v5: 2024-08-01, the DeepSeek-R1 window")
+    end_date: str | None = opt(None, "Code tasks: keep problems with contest_date < this (YYYY-MM-DD).",
+                               cli_default="lcb_v5: 2025-02-01")
+
+    def task_options(self) -> dict[str, Any]:
+        return {"grader": self.code_grader, "start_date": self.start_date, "end_date": self.end_date}
+
+
 @dataclass
 class RunOptions:
     overwrite: bool = opt(False, "Start again in --out, deleting what an earlier run with other settings wrote "
@@ -129,7 +146,7 @@ class RunOptions:
 
 
 @dataclass
-class EvalConfig(RunOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
+class EvalConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
     """Sample a model on a task and report pass@k, cons@k, cons@native and per-token accuracy."""
 
     model: str | None = opt(None, "Model: a checkpoint directory (ssft's or gfpo's --out) or a Hub name. With "
@@ -168,7 +185,7 @@ DEFAULT_COLLECT_CONCURRENCY = 64
 
 
 @dataclass
-class CollectConfig(RunOptions, PromptOptions):
+class CollectConfig(RunOptions, CodeTaskOptions, PromptOptions):
     """Collect reasoning traces from several teachers (OpenAI-compatible APIs): resumable, rate-limited,
     costed."""
 
@@ -206,7 +223,7 @@ FilterMode = Literal["reference", "majority"]
 
 
 @dataclass
-class FilterConfig(RunOptions):
+class FilterConfig(RunOptions, CodeTaskOptions):
     """Keep up to M distinct correct traces per question (dropping failed, truncated, wrong, duplicate, too
     long)."""
 
@@ -319,7 +336,7 @@ Reward = Literal["auto", "math", "synthetic"]
 
 
 @dataclass
-class GFPOConfig(RunOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
+class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
     """RL on the choice of forking token only: sample <think i> from π(·|x), roll out, reward, update log π."""
 
     model: str | None = opt(None, "Starting checkpoint: an SSFT model with forking tokens (ssft's --out).")

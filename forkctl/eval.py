@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from forkctl import forks
-from forkctl.tasks import Task, get_task, user_message
+from forkctl.tasks import Task, get_task
 from forkctl.config import EvalConfig, check_fingerprint, derive_seed, file_identity, package_versions, \
     run_config_path, write_run_config
 from forkctl import console
@@ -34,8 +34,7 @@ class EvalResult:
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
     cfg.validate()
-    task = get_task(cfg.task)
-    cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved: metrics.json says which
+    task = get_task(cfg.task, **cfg.task_options())
     questions = task.load()
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
@@ -52,13 +51,18 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         native = _looks_native(stored) if cfg.fork == "none" else cfg.fork == "all"
     else:
         _claim_output(out, cfg)
-        fork_mode, native = _generate_missing(cfg, questions, samples_path)
+        fork_mode, native = _generate_missing(cfg, task, questions, samples_path)
         stored = _read_samples_for(samples_path, questions)
         scored_part = [s for s in stored if s.sample < cfg.n]  # a smaller --n scores the first n samples
     scored, metrics = score_and_summarize(task, questions, scored_part, cfg.k, native)
     write_records(samples_path, _merge(stored, scored))  # never drops a stored sample
+    source = task.describe()
+    if source.get("private_tests") is False:
+        console.warn(f"{cfg.task}: public tests only (no private tests in this data), so pass rates come out "
+                     f"higher than LiveCodeBench's official numbers")
     config = {**asdict(cfg), "fork_mode": fork_mode if isinstance(fork_mode, str) else f"think{fork_mode}",
-              "task_source": task.describe(), "scored_samples": len(scored), "versions": package_versions()}
+              "task_source": source, "first_prompt": task.user_message(questions[0], cfg.prompt_template),
+              "scored_samples": len(scored), "versions": package_versions()}
     metrics_path = out / "metrics.json"
     write_json(metrics_path, {"config": config, "metrics": metrics})
     return EvalResult(metrics, config, samples_path, metrics_path)
@@ -103,7 +107,8 @@ def _merge(stored: list[Sample], scored: list[Sample]) -> list[Sample]:
 # Generation
 
 
-def _generate_missing(cfg: EvalConfig, questions: list[Question], samples_path: Path) -> tuple[str | int, bool]:
+def _generate_missing(cfg: EvalConfig, task: Task, questions: list[Question],
+                      samples_path: Path) -> tuple[str | int, bool]:
     from forkctl.generation import SamplingConfig, load_backend
 
     done = _existing_keys(samples_path)
@@ -131,9 +136,9 @@ def _generate_missing(cfg: EvalConfig, questions: list[Question], samples_path: 
         with console.progress("generating", len(todo), not cfg.quiet) as bar, JsonlAppender(samples_path) as sink:
             for start in range(0, len(pending), per_call):
                 chunk = pending[start:start + per_call]
-                plans = _policy_choices(backend, chunk, by_question, fmt, fork_ids, cfg) if mode == "policy" \
+                plans = _policy_choices(backend, task, chunk, by_question, fmt, fork_ids, cfg) if mode == "policy" \
                     else {q.id: {j: plan[j] for j in by_question[q.id]} for q in chunk}
-                requests, slots = _requests_for(chunk, plans, fmt, backend.tokenizer, cfg)
+                requests, slots = _requests_for(task, chunk, plans, fmt, backend.tokenizer, cfg)
                 records = _to_samples(slots, backend.generate(requests, sampling))
                 sink.write_many(records)
                 bar.advance(len(records))
@@ -142,14 +147,15 @@ def _generate_missing(cfg: EvalConfig, questions: list[Question], samples_path: 
         backend.close()
 
 
-def _policy_choices(backend: Any, chunk: list[Question], by_question: dict[str, list[int]], fmt: forks.ForkFormat,
+def _policy_choices(backend: Any, task: Task, chunk: list[Question], by_question: dict[str, list[int]], fmt: forks.ForkFormat,
                     fork_ids: list[int], cfg: EvalConfig) -> dict[str, dict[int, int]]:
     """The model's own choice of forking token for each missing sample: drawn from π(·|x) over the N tokens
     (the policy gfpo trains), sharpened by --temperature like any sampled token, seeded per sample."""
     import math
     import random
 
-    prompts = [forks.policy_prompt(backend.tokenizer, user_message(cfg.prompt_template, q), fmt, cfg.system_prompt) for q in chunk]
+    prompts = [forks.policy_prompt(backend.tokenizer, task.user_message(q, cfg.prompt_template), fmt,
+                                   cfg.system_prompt) for q in chunk]
     choices: dict[str, dict[int, int]] = {}
     for q, logp in zip(chunk, backend.fork_logprobs(prompts, fork_ids)):
         t = max(cfg.temperature, 1e-6)
@@ -159,7 +165,7 @@ def _policy_choices(backend: Any, chunk: list[Question], by_question: dict[str, 
     return choices
 
 
-def _requests_for(chunk: list[Question], plans: dict[str, dict[int, int | None]], fmt: forks.ForkFormat,
+def _requests_for(task: Task, chunk: list[Question], plans: dict[str, dict[int, int | None]], fmt: forks.ForkFormat,
                   tokenizer: Any, cfg: EvalConfig):
     """One request per (question, forking token) with n = the missing samples that use that token."""
     from forkctl.generation import Request
@@ -170,7 +176,8 @@ def _requests_for(chunk: list[Question], plans: dict[str, dict[int, int | None]]
         for j, fork in sorted(plans[q.id].items()):
             groups[fork].append(j)
         for fork, idxs in groups.items():
-            prompt = forks.render_prompt(tokenizer, user_message(cfg.prompt_template, q), fork, fmt, cfg.system_prompt)
+            prompt = forks.render_prompt(tokenizer, task.user_message(q, cfg.prompt_template), fork, fmt,
+                                         cfg.system_prompt)
             requests.append(Request(prompt=prompt, n=len(idxs), seed=derive_seed(cfg.seed, q.id, fork, idxs[0])))
             slots.append((q, idxs, fork))
     return requests, slots

@@ -56,3 +56,18 @@ def test_custom_jsonl_and_parquet_files(tmp_path):
         get_task(str(tmp_path / "missing.jsonl"))
     with pytest.raises(ValueError, match="unknown task"):
         get_task("aime2099")
+
+
+def test_code_files_and_any_livecodebench_release_resolve_to_the_code_task(tmp_path):
+    from forkctl.tasks.lcb import LCBTask
+
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"id": "c1", "problem": "add", "testtype": "stdin",
+                                "tests": [{"input": "1 2\n", "output": "3\n"}]}) + "\n")
+    task = get_task(str(path), grader="fixed", start_date=None, end_date=None)
+    assert isinstance(task, LCBTask) and task.grader.mode == "fixed" and task.load()[0].tests
+    for name, release in [("lcb_release_v4", "release_v4"), ("lcb_v3", "release_v3")]:
+        task = get_task(name)
+        assert isinstance(task, LCBTask) and task.release == release
+    v5 = get_task("lcb_v5", start_date="2024-09-01")
+    assert (v5.start_date, v5.end_date) == ("2024-09-01", "2025-02-01")

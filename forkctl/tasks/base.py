@@ -20,11 +20,6 @@ class Scored:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def user_message(template: str | None, question: Question) -> str:
-    """The user turn for a question: ``template`` with ``{problem}`` replaced (None: the bare problem)."""
-    return (template or "{problem}").replace("{problem}", question.problem)
-
-
 class Task(ABC):
     """Questions plus the way to judge responses to them."""
 
@@ -39,6 +34,11 @@ class Task(ABC):
     @abstractmethod
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
         """Judge several questions' responses at once (lets judges batch work in a process pool)."""
+
+    def user_message(self, question: Question, template: str | None = None) -> str:
+        """The user turn for a question: ``template`` (the user's ``--prompt-template``, else the task's own)
+        with ``{problem}`` replaced."""
+        return (template or self.prompt_template).replace("{problem}", question.problem)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -90,6 +90,10 @@ class LCBTask(Task):
     def prompt(self, q: Question) -> str:
         return build_prompt(q.problem, _field(q, "starter_code"))
 
+    def user_message(self, question: Question, template: str | None = None) -> str:
+        """LiveCodeBench's prompt (it depends on the starter code), unless the user gives a template."""
+        return template.replace("{problem}", question.problem) if template else self.prompt(question)
+
     def load(self) -> list[Question]:
         if self.local_file is not None:
             questions = read_records(self.local_file, Question)
@@ -166,21 +170,31 @@ def _question_from_row(row: dict[str, Any], i: int) -> Question:
         "has_private_tests": bool(private)}, f"{HUB_ID}:row {i + 1}")
 
 
-def lcb_v5(grader: str = "official") -> LCBTask:
-    return LCBTask("lcb_v5", release="release_v5", start_date=R1_WINDOW[0], end_date=R1_WINDOW[1], grader=grader)
+def lcb_v5(grader: str = "official", start_date: str | None = None, end_date: str | None = None) -> LCBTask:
+    """release_v5 in the DeepSeek-R1 window (2024-08-01 <= contest_date < 2025-02-01) unless dates are given."""
+    return LCBTask("lcb_v5", release="release_v5", start_date=start_date or R1_WINDOW[0],
+                   end_date=end_date or R1_WINDOW[1], grader=grader)
 
 
-def lcb_v6(grader: str = "official") -> LCBTask:
-    return LCBTask("lcb_v6", release="release_v6", grader=grader)
+def lcb_v6(grader: str = "official", start_date: str | None = None, end_date: str | None = None) -> LCBTask:
+    return LCBTask("lcb_v6", release="release_v6", start_date=start_date, end_date=end_date, grader=grader)
 
 
-def lcb_sample(grader: str = "official") -> LCBTask:
+def lcb_release(release: str, grader: str = "official", start_date: str | None = None,
+                end_date: str | None = None) -> LCBTask:
+    """Any release tag: ``lcb_release_v4``, ``lcb_v3`` (``forkctl eval --task lcb_release_v4``)."""
+    return LCBTask(f"lcb_{release}", release=release, start_date=start_date, end_date=end_date, grader=grader)
+
+
+def lcb_sample(grader: str = "official", start_date: str | None = None, end_date: str | None = None) -> LCBTask:
     """``$FORKCTL_DATA_DIR/lcb_sample.jsonl``: 279 release_v5 problems of the R1 window, public tests only."""
     directory = os.environ.get(DATA_DIR_ENV)
     if not directory or not Path(directory, "lcb_sample.jsonl").exists():
         raise UserError(f"lcb_sample needs {DATA_DIR_ENV} set to a folder holding lcb_sample.jsonl")
-    return LCBTask("lcb_sample", local_file=Path(directory, "lcb_sample.jsonl"), grader=grader)
+    return LCBTask("lcb_sample", local_file=Path(directory, "lcb_sample.jsonl"), grader=grader,
+                   start_date=start_date, end_date=end_date)
 
 
-def lcb_file(path: str | Path, grader: str = "official") -> LCBTask:
-    return LCBTask(Path(path).stem, local_file=path, grader=grader)
+def lcb_file(path: str | Path, grader: str = "official", start_date: str | None = None,
+             end_date: str | None = None) -> LCBTask:
+    return LCBTask(Path(path).stem, local_file=path, grader=grader, start_date=start_date, end_date=end_date)

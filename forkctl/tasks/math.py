@@ -81,13 +81,13 @@ def _load_from_hub(hub_id: str, split: str) -> list[Question]:
     return out
 
 
-def aime24() -> MathTask:
+def aime24(**_: Any) -> MathTask:
     return MathTask("aime24", hub_id="HuggingFaceH4/aime_2024", split="train")
 
 
-def aime25() -> MathTask:
+def aime25(**_: Any) -> MathTask:
     return MathTask("aime25", hub_id="yentinglin/aime_2025", split="train")
 
 
-def math500() -> MathTask:
+def math500(**_: Any) -> MathTask:
     return MathTask("math500", hub_id="HuggingFaceH4/MATH-500", split="test")

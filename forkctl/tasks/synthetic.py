@@ -274,10 +274,10 @@ class SyntheticTask(Task):
                 "seed": self.seed, "split": self.split, "items": [self.min_items, self.max_items]}
 
 
-def held_out() -> SyntheticTask:
+def held_out(**_: Any) -> SyntheticTask:
     return SyntheticTask()
 
 
-def train_split() -> SyntheticTask:
+def train_split(**_: Any) -> SyntheticTask:
     """Training questions with answers (never held-out ones) for RL, e.g. ``forkctl gfpo --task synthetic-train``."""
     return SyntheticTask("synthetic-train", count=2000, seed=1, split="train")
