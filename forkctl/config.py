@@ -170,6 +170,8 @@ class EvalConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     limit: int | None = opt(None, "Use only the first LIMIT questions.", ge=1)
 
     def validate(self) -> None:
+        if not self.k:
+            raise ConfigError("--k needs at least one value")
         for k in self.k:
             if self.samples is None and k > self.n:
                 raise ConfigError(f"--k {k} is larger than --n {self.n}: pass@k and cons@k need k <= n samples")
@@ -412,6 +414,36 @@ class ToyModelConfig:
     seed: int = opt(0, "Initialisation seed.")
 
 
+@dataclass
+class SyntheticTeachersConfig:
+    """Serve teachers for the synthetic task on 127.0.0.1 while the pipeline runs (forkctl run only)."""
+
+    out: str = opt("teachers.yaml", "The collect teachers file to write (pointing at the server).")
+    models: list[str] = opt(["forward", "backward", "direct+sloppy"], "Served teachers: a strategy (forward, "
+                                                                       "backward, direct), +sloppy for one that "
+                                                                       "answers wrongly on about half the "
+                                                                       "questions.")
+    temperature: float = opt(0.7, "The temperature each teacher is asked for (the answers do not depend on it).",
+                             ge=0)
+
+
+@dataclass
+class RunConfig:
+    """Run the stages a pipeline file lists, skipping those whose inputs and settings are unchanged since they
+    completed."""
+
+    pipeline: str = opt(None, "Pipeline YAML: run_dir, then stages (name: {stage: KIND, ...that stage's options}); "
+                              "${name} is an earlier stage's output, ${name.field} any of its options, ${run_dir} "
+                              "the run folder.", argument=True)
+    run_dir: str | None = opt(None, "Where the outputs go.", cli_default="the pipeline's run_dir")
+    dry_run: bool = opt(False, "Say what would run and why, and run nothing.")
+    force: list[str] = opt([], "Run this stage (and so the ones after it that use it) even if unchanged; repeat "
+                               "for several.")
+    from_stage: str | None = opt(None, "Run this stage and every stage after it.", aliases=("from",))
+    set: list[str] = opt([], "Override an option: --set stage.key=value (a YAML value); repeat for several.")
+    quiet: bool = opt(False, "No progress bars inside the stages.")
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading values: one converter for the CLI, YAML and pipeline files
 
@@ -491,11 +523,11 @@ def _as_type(tp: Any, value: Any, label: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         items = value if isinstance(value, (list, tuple)) else [value]
         parts: list[Any] = []
-        for item in items:  # "--k 1,8" and "--k 1 --k 8" both
-            parts.extend(p.strip() for p in item.split(",") if p.strip()) if isinstance(item, str) else \
+        for item in items:  # "--k 1,8" and "--k 1 --k 8" both (text items are never split)
+            if isinstance(item, str) and item_tp is not str:
+                parts.extend(p.strip() for p in item.split(",") if p.strip())
+            else:
                 parts.append(item)
-        if not parts:
-            raise ConfigError(f"{label}: needs at least one value")
         return [_as_type(item_tp, p, label) for p in parts]
     if origin is dict:
         if isinstance(value, str):
