@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from forkctl import forks
 from forkctl.cli import app
-from forkctl.gfpo import (ForkPolicy, GFPOConfig, exhaustive_loss, group_advantages, read_log, run_gfpo,
-                          sampled_loss, scale_values)
+from forkctl.gfpo import GFPOConfig, read_log, run_gfpo
+from forkctl.policy import ForkPolicy, exhaustive_loss, group_advantages, sampled_loss, scale_values
 
 
 def test_group_advantages_as_documented():
@@ -123,8 +123,9 @@ def test_resume_continues_from_the_saved_step(toy_model, questions_file, tmp_pat
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2, 3, 4]
     assert [h["step"] for h in result["history"]] == [3, 4]
     assert torch.load(out / "gfpo_state.pt", weights_only=False)["step"] == 4
-    reloaded = AutoTokenizer.from_pretrained(out / "checkpoint")
+    reloaded = AutoTokenizer.from_pretrained(out)  # the model is --out itself, as for ssft
     assert forks.detect_num_forks(reloaded) == 4
+    assert forks.ForkFormat.load(out).num_forks == 4
 
 
 def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions_file, tmp_path):
