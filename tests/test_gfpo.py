@@ -1,5 +1,6 @@
 """GFPO: advantages, exact gradients, gradient only at the fork position, resume, remote rollouts."""
 
+import json
 
 import pytest
 import torch
@@ -160,3 +161,15 @@ def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_m
                                  base_url=transformers_server.base_url))
     [row] = result["history"]
     assert sum(row["chosen"].values()) == 4
+
+
+def test_rerun_with_other_settings_is_refused_unless_overwrite(toy_model, questions_file, tmp_path):
+    out = tmp_path / "fp"
+    base = dict(model=str(toy_model), task=str(questions_file), quiet=True, out=str(out), steps=1, batch_size=2,
+                group_size=2, max_new_tokens=2)
+    run_gfpo(GFPOConfig(**base))
+    with pytest.raises(ValueError, match=r"other settings \(group_size 2 -> 3\)"):
+        run_gfpo(GFPOConfig(**{**base, "group_size": 3, "resume": True}))
+    result = run_gfpo(GFPOConfig(**{**base, "group_size": 3, "overwrite": True}))
+    assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1] and result["model"] == str(out)
+    assert json.loads((out / "gfpo_config.json").read_text())["config"]["group_size"] == 3
