@@ -21,7 +21,8 @@ import torch
 
 from forkctl import forks
 from forkctl.generation import Request, SamplingConfig
-from forkctl.generation.hf import TransformersBackend, end_token_ids, load_model_and_tokenizer
+from forkctl.generation.hf import TransformersBackend, end_token_ids
+from forkctl.models import load_for_generation
 from forkctl.toy import build_toy_model
 
 
@@ -63,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = build_toy_model(Path(tmp) / "m", num_forks=4, hidden_size=args.hidden_size, num_layers=args.layers,
                                num_heads=args.hidden_size // 32, num_kv_heads=2, intermediate_size=args.hidden_size * 2)
-        model, tokenizer = load_model_and_tokenizer(str(path))
+        model, tokenizer = load_for_generation(str(path))
         fmt = forks.resolve_fork_format(path, tokenizer)
         prompts = [forks.render_prompt(tokenizer, p, 1, fmt) for p in problems(args.questions)]
         sampling = SamplingConfig(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens)

@@ -20,8 +20,9 @@ import torch
 
 from forkctl import forks
 from forkctl.generation import Request, SamplingConfig
-from forkctl.generation.hf import TransformersBackend, load_model_and_tokenizer
-from forkctl.gfpo import ForkPolicy, group_advantages, sampled_loss
+from forkctl.generation.hf import TransformersBackend
+from forkctl.models import load_for_training
+from forkctl.policy import ForkPolicy, group_advantages, sampled_loss
 from forkctl.toy import build_toy_model
 
 
@@ -78,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = build_toy_model(Path(tmp) / "m", num_forks=4, hidden_size=args.hidden_size, num_layers=args.layers,
                                num_heads=args.hidden_size // 32, num_kv_heads=2, intermediate_size=2 * args.hidden_size)
-        model, tok = load_model_and_tokenizer(str(path))
+        model, tok, _ = load_for_training(str(path))
     fmt = forks.resolve_fork_format(None, tok, 4)
     problems = [f"Question {i}: compute the sum of the first {10 + i} odd numbers and explain each step carefully."
                 for i in range(args.questions)]

@@ -54,7 +54,8 @@ def setup(args: argparse.Namespace, model_dir: Path):
     import torch
     from transformers import TrainingArguments
 
-    from forkctl.ssft import QuestionItem, SSFTConfig, SSFTTrainer, prepare_model, prompt_ids
+    from forkctl.matching import QuestionItem
+    from forkctl.ssft import SSFTConfig, SSFTTrainer, prepare_model, prompt_ids
 
     torch.set_num_threads(args.threads)
     model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(model_dir), trace_sets="unused"))

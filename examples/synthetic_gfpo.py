@@ -87,7 +87,7 @@ def main() -> None:
                                 group_size=args.group_size, lr=lr, max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, seed=args.seed, generate_batch_size=128,
                                 scale_rewards=args.scale_rewards))
-            ckpt = str(run_dir / "train" / "checkpoint")
+            ckpt = str(run_dir / "train")  # gfpo's model is its --out, like ssft's
             policy = evaluate(ckpt, "policy", run_dir / "policy", args)
             fixed = fixed_token_pass1(ckpt, num_forks, run_dir, args)
             row = {"policy": policy["pass@1"], "fixed": fixed, "choice_by_length": choice_by_length(policy["samples"]),

@@ -20,161 +20,61 @@ What is trained (``--train``):
 - ``full``: every parameter (the paper's update). Rollouts must then come from the current weights: use the
   transformers rollout backend (a remote vLLM/openai server keeps its starting weights).
 
+Outputs in ``--out``: the trained model (model, tokenizer, ``forkctl.json``; loadable like ssft's), and beside
+it ``gfpo_log.jsonl`` (per-step statistics), ``gfpo_state.pt`` (for ``--resume``) and ``gfpo_config.json``.
+The maths (policy, advantages, losses) is :mod:`forkctl.policy`.
+
 The learner runs under ``accelerate launch``: each process takes its share of the batch's questions, rolls them
 out, and gradients are averaged by accelerate.
 """
 
 from __future__ import annotations
 
-from forkctl.errors import UserError
 import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from forkctl import forks
-from forkctl.config import GFPOConfig
-from forkctl.generation.hf import encode_left_padded
-from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines, write_json
+from forkctl import console, forks
+from forkctl.config import GFPOConfig, check_fingerprint, derive_seed, file_identity, write_run_config
+from forkctl.errors import UserError
+from forkctl.models import fork_hidden_states, fork_log_probs, load_for_training
+from forkctl.policy import (ForkHead, ForkPolicy, entropy, exhaustive_loss, group_advantages, head_log_probs,
+                            sampled_loss, scale_values, token_values)
+from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines
 
 ESTIMATORS = ("sampled", "exhaustive")
 TRAIN_MODES = ("fork-head", "full")
 REWARDS = ("auto", "math", "synthetic")
 STATE_FILE = "gfpo_state.pt"
 LOG_FILE = "gfpo_log.jsonl"
+CONFIG_FILE = "gfpo_config.json"
+# Settings that do not change what is trained: a resume may extend the steps, or be quiet.
+NOT_FINGERPRINTED = ("out", "resume", "quiet", "overwrite", "steps", "save_every")
 
 
-# --------------------------------------------------------------------------------------------------
-# The policy at the fork position
+@dataclass
+class Run:
+    """Everything a GFPO step reads: the learner, its optimiser, the questions and the rollout backend."""
 
-
-def fork_hidden(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The final (normed) hidden state at the last prompt position: the fork position."""
-    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask)
-    return out.last_hidden_state[:, -1, :]
-
-
-class ForkHead(torch.nn.Module):
-    """The forking tokens' output rows, untied from everything else: logits = h · W_forkᵀ."""
-
-    def __init__(self, rows: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(rows.detach().clone().float())
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden.float() @ self.weight.t()
-
-
-class ForkPolicy:
-    """log π(g_i | x) over the N forking tokens, for either training mode.
-
-    ``model`` is the plain model (generation, saving); ``trainable`` is what gradients flow through, wrapped by
-    ``accelerate`` when several processes run: the whole model (``full``) or a :class:`ForkHead` (``fork-head``).
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, fork_ids: list[int], train: str) -> None:
-        self.model, self.tokenizer, self.fork_ids, self.train = model, tokenizer, fork_ids, train
-        self.fork_index = torch.tensor(fork_ids)
-        self.head: ForkHead | None = None
-        if train == "fork-head":
-            for p in model.parameters():
-                p.requires_grad_(False)
-            self.head = ForkHead(model.get_output_embeddings().weight[fork_ids])
-            self.head.to(model.get_input_embeddings().weight.device)
-        self.trainable: Any = self.head if self.head is not None else model
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.trainable.parameters() if p.requires_grad]
-
-    def log_probs(self, prompts: list[str]) -> torch.Tensor:
-        """(batch, N) log-probabilities; differentiable with respect to the trained parameters only."""
-        device = self.model.get_input_embeddings().weight.device
-        input_ids, mask = encode_left_padded(self.tokenizer, prompts, device)
-        if self.head is not None:
-            with torch.no_grad():
-                h = fork_hidden(self.model, input_ids, mask)
-            logits = self.trainable(h)
-        else:
-            out = self.trainable(input_ids=input_ids, attention_mask=mask, logits_to_keep=1)
-            logits = out.logits[:, -1, :].float()[:, self.fork_index.to(device)]
-        return torch.log_softmax(logits, dim=-1)
-
-    def write_back(self) -> None:
-        """Put the trained forking rows into an untied ``lm_head`` (fork-head mode) so checkpoints carry them."""
-        if self.head is None:
-            return
-        out_emb = self.model.get_output_embeddings()
-        if out_emb.weight.data_ptr() == self.model.get_input_embeddings().weight.data_ptr():
-            out_emb.weight = torch.nn.Parameter(out_emb.weight.detach().clone(), requires_grad=False)
-            self.model.config.tie_word_embeddings = False
-            if hasattr(self.model.config, "get_text_config"):
-                self.model.config.get_text_config().tie_word_embeddings = False
-        with torch.no_grad():
-            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight.dtype)
-
-
-# --------------------------------------------------------------------------------------------------
-# Advantages and losses (pure functions; tested directly)
-
-
-def group_advantages(rewards: list[float], scale: bool) -> list[float]:
-    """GRPO-style: r − mean(group), divided by the group's std (population) when ``scale`` and std > 0."""
-    mean = sum(rewards) / len(rewards)
-    adv = [r - mean for r in rewards]
-    if scale:
-        std = math.sqrt(sum(a * a for a in adv) / len(adv))
-        if std > 0:
-            adv = [a / std for a in adv]
-    return adv
-
-
-def sampled_loss(logp: Any, actions: Any, advantages: Any, old_logp: Any, clip: float, beta: float,
-                 ref_logp: Any | None) -> tuple[Any, dict[str, float]]:
-    """PPO-clipped policy-gradient loss on the chosen tokens, plus β·KL(π‖π_ref) (exact, per question).
-
-    ``logp``: (Q, N) current log π; ``actions``: (Q, G) chosen token indices; ``advantages``: (Q, G);
-    ``old_logp``: (Q, G) log π at sampling time (detached).
-    """
-    chosen = logp.gather(1, actions)
-    ratio = torch.exp(chosen - old_logp)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - clip, 1 + clip) * advantages
-    loss = -torch.min(unclipped, clipped).mean()
-    stats = {"clip_frac": float(((ratio - 1).abs() > clip).float().mean())}
-    if beta > 0 and ref_logp is not None:
-        kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
-        loss = loss + beta * kl
-        stats["kl"] = float(kl)
-    return loss, stats
-
-
-def exhaustive_loss(logp: Any, values: Any, beta: float, ref_logp: Any | None) -> tuple[Any, dict[str, float]]:
-    """−Σ_i π_i (v_i − b), b = Σ_i π_i v_i (detached): the exact gradient of the expected reward."""
-    probs = logp.exp()
-    baseline = (probs * values).sum(-1, keepdim=True).detach()
-    loss = -(probs * (values - baseline)).sum(-1).mean()
-    stats: dict[str, float] = {}
-    if beta > 0 and ref_logp is not None:
-        kl = (probs * (logp - ref_logp)).sum(-1).mean()
-        loss = loss + beta * kl
-        stats["kl"] = float(kl)
-    return loss, stats
-
-
-def scale_values(values: torch.Tensor) -> torch.Tensor:
-    """Per question, (v − mean_i v_i) / std_i v_i (0 where every token scored the same): each question weighs the
-    same in the update, as GRPO's std scaling does for groups. The per-question gradient direction is unchanged."""
-    centred = values - values.mean(-1, keepdim=True)
-    std = values.std(-1, unbiased=False, keepdim=True)
-    return torch.where(std > 0, centred / std.clamp(min=1e-8), torch.zeros_like(centred))
-
-
-def entropy(probs: list[float]) -> float:
-    return -sum(p * math.log(p) for p in probs if p > 0)
+    cfg: GFPOConfig
+    accelerator: Any
+    policy: ForkPolicy
+    optimizer: Any
+    tokenizer: Any
+    fmt: forks.ForkFormat
+    task: Any
+    judge: Any
+    questions: list[Question]
+    rollout: Any = None
+    sampling: Any = None
+    ref_model: Any = None
+    ref_head: Any = None
+    order: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,130 +82,197 @@ def entropy(probs: list[float]) -> float:
 
 
 def run_gfpo(cfg: GFPOConfig) -> dict[str, Any]:
-    progress = not cfg.quiet
+    """Train the choice of forking token; the model is saved into ``--out``."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from forkctl.tasks import get_task
-    from forkctl.generation import SamplingConfig, load_backend
-    from forkctl.generation.hf import load_model_and_tokenizer
 
     cfg.validate()
     accelerator = Accelerator()
     set_seed(cfg.seed)
     out = Path(cfg.out)
-    state_path = out / STATE_FILE
-    start_step = 0
-    model_path = cfg.model
-    if cfg.resume and state_path.exists():
-        model_path = str(out / "checkpoint")
-    elif cfg.resume:
-        _warn(accelerator, f"--resume: no {state_path} yet; starting from step 0")
-    elif (out / LOG_FILE).exists():
-        raise UserError(f"{out} already holds a GFPO run; pass --resume to continue it or choose another --out")
-
-    model, tokenizer = load_model_and_tokenizer(model_path, device=str(accelerator.device))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks)
-    if fmt.num_forks < 2:
-        raise UserError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
-    fork_ids = forks.fork_token_ids(tokenizer, fmt.num_forks)
-    bench = get_task(cfg.task)
-    questions = bench.load()[: cfg.limit] if cfg.limit else bench.load()
-    if not questions:
-        raise UserError(f"{cfg.task}: no questions")
-    judge = reward_judge(cfg.reward, bench)
-
-    ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
-    policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train)
-    ref_head = policy.head.weight.detach().clone() if policy.head is not None else None
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    policy.trainable, optimizer = accelerator.prepare(policy.trainable, optimizer)
-
-    if cfg.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        start_step = state["step"]
-        optimizer.load_state_dict(state["optimizer"])
-        if policy.head is not None:
-            policy.head.weight.data.copy_(state["head"])
-            ref_head = state["ref_head"]
-        random.setstate(state["py_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        _truncate_log(out / LOG_FILE, start_step)
-
-    rollout = load_backend(cfg.backend, cfg.model, **cfg.backend_options()) \
-        if cfg.backend != "transformers" else None
-    if rollout is None:
-        from forkctl.generation.hf import TransformersBackend
-
-        rollout = TransformersBackend(cfg.model, batch_size=cfg.generate_batch_size, model_obj=policy.model,
-                                      tokenizer=tokenizer)
-        tokenizer.padding_side = "left"
-    elif cfg.train == "full":
-        _warn(accelerator, "--train full with a remote rollout backend: rollouts come from the server's weights, "
-                           "not the updated policy")
-    sampling = SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, fork_ids)
+    resuming = _check_out(cfg, out, accelerator)
+    run = _setup_learner(cfg, accelerator, str(out) if resuming else cfg.model)
+    start_step = _restore(run, out) if resuming else 0
+    run.rollout, run.sampling = _rollout_backend(run), _sampling(run)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
-        write_json(out / "gfpo_config.json", {**asdict(cfg), "fork_format": asdict(fmt)})
+        write_run_config(out / CONFIG_FILE, "gfpo", cfg, fingerprint(cfg), {"fork_format": asdict(run.fmt)})
     log = JsonlAppender(out / LOG_FILE) if accelerator.is_main_process else None
-    order = _question_order(len(questions), cfg.seed)
     history = []
     for step in range(start_step, cfg.steps):
-        batch = [questions[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
-        batch = batch[accelerator.process_index::accelerator.num_processes] or batch[:1]
-        prompts = [forks.policy_prompt(tokenizer, q.problem, fmt, cfg.system_prompt) for q in batch]
-        policy.model.eval()
-        with torch.no_grad():
-            logp0 = policy.log_probs(prompts)
-            ref_logp = _reference_logp(policy, ref_head, ref_model, prompts, cfg)
-        probs0 = logp0.exp().cpu()
-        if cfg.estimator == "sampled":
-            gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
-            actions = torch.multinomial(probs0, cfg.group_size, replacement=True, generator=gen)  # (Q, G)
-            plan = [[int(a) + 1 for a in row] for row in actions]
-        else:
-            plan = [[f for f in range(1, fmt.num_forks + 1) for _ in range(cfg.group_size)] for _ in batch]
-        rewards, truncated = _rollouts(rollout, judge, batch, plan, fmt, tokenizer, sampling, cfg, step)
-        if cfg.train == "full":
-            policy.model.train()
-        if cfg.estimator == "sampled":
-            adv_rows = [group_advantages(r, cfg.scale_rewards) for r in rewards]
-            advantages = torch.tensor(adv_rows, dtype=torch.float32, device=logp0.device)
-            old = logp0.gather(1, actions.to(logp0.device)).detach()
-            for _ in range(cfg.ppo_epochs):
-                logp = policy.log_probs(prompts)
-                loss, extra = sampled_loss(logp, actions.to(logp.device), advantages, old, cfg.clip, cfg.beta,
-                                           ref_logp)
-                _update(accelerator, optimizer, loss)
-            flat_adv = [a for row in adv_rows for a in row]
-        else:
-            values = torch.tensor([[sum(r[(f - 1) * cfg.group_size:f * cfg.group_size]) / cfg.group_size
-                                    for f in range(1, fmt.num_forks + 1)] for r in rewards],
-                                  dtype=torch.float32, device=logp0.device)
-            if cfg.scale_rewards:
-                values = scale_values(values)
-            logp = policy.log_probs(prompts)
-            loss, extra = exhaustive_loss(logp, values, cfg.beta, ref_logp)
-            _update(accelerator, optimizer, loss)
-            base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
-            flat_adv = (values - base).flatten().tolist()
-        all_probs, all_rewards, all_adv, all_truncated, all_plan = _gather(
-            accelerator, probs0.tolist(), rewards, flat_adv, truncated, plan)
-        stats = _step_stats(step + 1, all_probs, all_rewards, all_adv, all_truncated, float(loss.detach()), extra,
-                            all_plan)
+        stats = _step(run, step)
         history.append(stats)
         if log is not None:
             log.write(stats)
-            _report(accelerator, stats, progress)
+            _report(stats, not cfg.quiet)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save(accelerator, policy, tokenizer, fmt, optimizer, ref_head, out, step + 1)
-    _save(accelerator, policy, tokenizer, fmt, optimizer, ref_head, out, max(cfg.steps, start_step))
+            _save(run, out, step + 1)
+    _save(run, out, max(cfg.steps, start_step))
     if log is not None:
         log.close()
-    rollout.close()
-    return {"steps": cfg.steps, "checkpoint": str(out / "checkpoint"), "history": history}
+    run.rollout.close()
+    # "checkpoint" is the model folder too: cli.py reports it under that name
+    return {"steps": cfg.steps, "model": str(out), "checkpoint": str(out), "history": history}
+
+
+def fingerprint(cfg: GFPOConfig) -> dict[str, Any]:
+    """What a run's results depend on: its settings (not the step count) and the identity of its inputs."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    task = file_identity(cfg.task) if Path(cfg.task).is_file() else {"name": cfg.task}
+    return {**settings, "model_identity": file_identity(cfg.model), "task_identity": task}
+
+
+def _check_out(cfg: GFPOConfig, out: Path, accelerator: Any) -> bool:
+    """Refuse to mix runs in ``out``; return whether to resume from its saved state."""
+    same = check_fingerprint(out / CONFIG_FILE, fingerprint(cfg), output=str(out), overwrite=cfg.overwrite)
+    state = out / STATE_FILE
+    if cfg.overwrite and not same:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:  # start again: what would be resumed or appended to goes
+            for name in (STATE_FILE, LOG_FILE, CONFIG_FILE):
+                (out / name).unlink(missing_ok=True)
+        accelerator.wait_for_everyone()
+        return False
+    if cfg.resume:
+        if not state.exists() and accelerator.is_main_process:
+            console.warn(f"--resume: no {state} yet; starting from step 0")
+        return state.exists()
+    if (out / LOG_FILE).exists():
+        raise UserError(f"{out} already holds a GFPO run; pass --resume to continue it, --overwrite to start again, "
+                        f"or choose another --out")
+    return False
+
+
+def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
+    """fp32 master weights (bf16 autocast for --train full on a GPU with --bf16), the policy, its optimiser."""
+    from forkctl.tasks import get_task
+
+    bf16 = cfg.bf16 and cfg.train == "full" and accelerator.device.type == "cuda"
+    model, tokenizer, autocast = load_for_training(model_path, bf16=bf16, device=str(accelerator.device))
+    fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
+    if fmt.num_forks < 2:
+        raise UserError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
+    fork_ids = forks.fork_token_ids(tokenizer, fmt.num_forks)
+    task = get_task(cfg.task)
+    questions = _load_questions(cfg, task)
+    ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
+    policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train, autocast=autocast)
+    ref_head = policy.head.weight.detach().clone() if policy.head is not None else None
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    policy.trainable, optimizer = accelerator.prepare(policy.trainable, optimizer)
+    return Run(cfg, accelerator, policy, optimizer, tokenizer, fmt, task, reward_judge(cfg.reward, task), questions,
+               ref_model=ref_model, ref_head=ref_head, order=_question_order(len(questions), cfg.seed))
+
+
+def _load_questions(cfg: GFPOConfig, task: Any) -> list[Question]:
+    questions = task.load()
+    questions = questions[: cfg.limit] if cfg.limit else questions
+    if not questions:
+        raise UserError(f"{cfg.task}: no questions")
+    return questions
+
+
+def _restore(run: Run, out: Path) -> int:
+    """Optimiser, head and random states of the saved step (the model itself was loaded from ``out``)."""
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.policy.head is not None:
+        run.policy.head.weight.data.copy_(state["head"])
+        run.ref_head = state["ref_head"]
+    random.setstate(state["py_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    _truncate_log(out / LOG_FILE, state["step"])
+    return state["step"]
+
+
+def _rollout_backend(run: Run) -> Any:
+    """The chosen backend with its own options; transformers rolls out the learner's own (current) weights."""
+    from forkctl.generation import load_backend
+    from forkctl.generation.hf import TransformersBackend
+
+    cfg = run.cfg
+    if cfg.backend == "transformers":
+        return TransformersBackend(cfg.model, batch_size=cfg.generate_batch_size, model_obj=run.policy.model,
+                                   tokenizer=run.tokenizer)
+    if cfg.train == "full" and run.accelerator.is_main_process:
+        console.warn(f"--train full with --backend {cfg.backend}: rollouts come from the starting weights, not the "
+                     f"updated policy")
+    return load_backend(cfg.backend, cfg.model, **cfg.backend_options())
+
+
+def _sampling(run: Run) -> Any:
+    from forkctl.generation import SamplingConfig
+
+    cfg = run.cfg
+    return SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, run.policy.fork_ids)
+
+
+def user_message(template: str, question: Question) -> str:
+    return template.replace("{problem}", question.problem)
+
+
+def _step(run: Run, step: int) -> dict[str, Any]:
+    """One batch: π, a plan of tokens, rollouts, rewards, the update; returns the step's statistics."""
+    cfg, policy, accelerator = run.cfg, run.policy, run.accelerator
+    batch = [run.questions[run.order[(step * cfg.batch_size + i) % len(run.order)]] for i in range(cfg.batch_size)]
+    batch = batch[accelerator.process_index::accelerator.num_processes] or batch[:1]
+    template = cfg.prompt_template or run.task.prompt_template
+    users = [user_message(template, q) for q in batch]
+    prompts = [forks.policy_prompt(run.tokenizer, u, run.fmt, cfg.system_prompt) for u in users]
+    policy.model.eval()
+    with torch.no_grad():
+        logp0 = policy.log_probs(prompts)
+        ref_logp = _reference_logp(run, prompts)
+    probs0 = logp0.exp().cpu()
+    actions, plan = _plan(cfg, probs0, run.fmt.num_forks, len(batch), step)
+    rewards, truncated = _rollouts(run, batch, users, plan, step)
+    if cfg.train == "full":
+        policy.model.train()
+    if cfg.estimator == "sampled":
+        loss, extra, flat_adv = _sampled_update(run, prompts, logp0, actions, rewards, ref_logp)
+    else:
+        loss, extra, flat_adv = _exhaustive_update(run, prompts, probs0, rewards, ref_logp)
+    all_probs, all_rewards, all_adv, all_truncated, all_plan = _gather(
+        accelerator, probs0.tolist(), rewards, flat_adv, truncated, plan)
+    return _step_stats(step + 1, all_probs, all_rewards, all_adv, all_truncated, float(loss.detach()), extra,
+                       all_plan)
+
+
+def _plan(cfg: GFPOConfig, probs0: torch.Tensor, num_forks: int, questions: int, step: int
+          ) -> tuple[torch.Tensor | None, list[list[int]]]:
+    """The tokens to roll out per question (1-based): G drawn from π (sampled) or G of every token (exhaustive)."""
+    if cfg.estimator == "sampled":
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "gfpo-actions", step))
+        actions = torch.multinomial(probs0, cfg.group_size, replacement=True, generator=gen)  # (Q, G)
+        return actions, [[int(a) + 1 for a in row] for row in actions]
+    return None, [[f for f in range(1, num_forks + 1) for _ in range(cfg.group_size)] for _ in range(questions)]
+
+
+def _sampled_update(run: Run, prompts: list[str], logp0: torch.Tensor, actions: torch.Tensor,
+                    rewards: list[list[float]], ref_logp: Any) -> tuple[Any, dict[str, float], list[float]]:
+    cfg = run.cfg
+    adv_rows = [group_advantages(r, cfg.scale_rewards) for r in rewards]
+    advantages = torch.tensor(adv_rows, dtype=torch.float32, device=logp0.device)
+    actions = actions.to(logp0.device)
+    old = logp0.gather(1, actions).detach()
+    for _ in range(cfg.ppo_epochs):
+        loss, extra = sampled_loss(run.policy.log_probs(prompts), actions, advantages, old, cfg.clip, cfg.beta,
+                                   ref_logp)
+        _update(run, loss)
+    return loss, extra, [a for row in adv_rows for a in row]
+
+
+def _exhaustive_update(run: Run, prompts: list[str], probs0: torch.Tensor, rewards: list[list[float]],
+                       ref_logp: Any) -> tuple[Any, dict[str, float], list[float]]:
+    cfg = run.cfg
+    logp = run.policy.log_probs(prompts)
+    values = token_values(rewards, run.fmt.num_forks, cfg.group_size).to(logp.device)
+    if cfg.scale_rewards:
+        values = scale_values(values)
+    loss, extra = exhaustive_loss(logp, values, cfg.beta, ref_logp)
+    _update(run, loss)
+    base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
+    return loss, extra, (values - base).flatten().tolist()
 
 
 def reward_judge(reward: str, bench: Any) -> Any:
@@ -336,50 +303,50 @@ def _frozen_copy(model: Any) -> Any:
     return ref.eval()
 
 
-def _reference_logp(policy: ForkPolicy, ref_head: Any, ref_model: Any, prompts: list[str], cfg: GFPOConfig) -> Any:
+def _reference_logp(run: Run, prompts: list[str]) -> Any:
+    """log π_start for the KL term: the starting fork head on the same features, or the frozen starting model."""
+    cfg, policy = run.cfg, run.policy
     if cfg.beta <= 0:
         return None
-    if ref_head is not None:
-        device = policy.model.get_input_embeddings().weight.device
-        ids, mask = encode_left_padded(policy.tokenizer, prompts, device)
-        h = fork_hidden(policy.model, ids, mask)
-        return torch.log_softmax(h.float() @ ref_head.to(device).t(), dim=-1)
-    return ForkPolicy(ref_model, policy.tokenizer, policy.fork_ids, "full").log_probs(prompts)
+    if run.ref_head is not None:
+        return head_log_probs(fork_hidden_states(policy.model, policy.tokenizer, prompts), run.ref_head)
+    return fork_log_probs(run.ref_model, policy.tokenizer, prompts, policy.fork_ids, autocast=policy.autocast)
 
 
-def _rollouts(backend: Any, bench: Any, batch: list[Question], plan: list[list[int]], fmt: forks.ForkFormat,
-              tokenizer: Any, sampling: Any, cfg: GFPOConfig, step: int) -> tuple[list[list[float]], list[bool]]:
-    """Generate one response per planned (question, token); reward = 1 if the benchmark judges it correct."""
+def _rollouts(run: Run, batch: list[Question], users: list[str], plan: list[list[int]], step: int
+              ) -> tuple[list[list[float]], list[bool]]:
+    """Generate one response per planned (question, token); reward = 1 if the judge finds it correct."""
     from forkctl.generation import Request
 
+    cfg = run.cfg
     requests, slots = [], []
-    for qi, (q, tokens) in enumerate(zip(batch, plan)):
+    for qi, (q, user, tokens) in enumerate(zip(batch, users, plan)):
         for fork, count in sorted(Counter(tokens).items()):
-            prompt = forks.render_prompt(tokenizer, q.problem, fork, fmt, cfg.system_prompt)
-            requests.append(Request(prompt, n=count, seed=cfg.seed * 7919 + step * 104729 + qi * 31 + fork))
+            prompt = forks.render_prompt(run.tokenizer, user, fork, run.fmt, cfg.system_prompt)
+            requests.append(Request(prompt, n=count, seed=derive_seed(cfg.seed, "gfpo-rollout", step, q.id, fork)))
             slots.append((qi, fork))
-    completions = backend.generate(requests, sampling)
+    completions = run.rollout.generate(requests, run.sampling)
     texts: list[dict[int, list[Any]]] = [dict() for _ in batch]
     for (qi, fork), comps in zip(slots, completions):
         texts[qi][fork] = list(comps)
     ordered = []
     for qi, tokens in enumerate(plan):
-        used = Counter()
+        used: Counter[int] = Counter()
         row = []
         for fork in tokens:
             row.append(texts[qi][fork][used[fork]])
             used[fork] += 1
         ordered.append(row)
-    judged = bench.score([(q, [c.text for c in row]) for q, row in zip(batch, ordered)])
+    judged = run.judge.score([(q, [c.text for c in row]) for q, row in zip(batch, ordered)])
     rewards = [[1.0 if s.correct else 0.0 for s in row] for row in judged]
     truncated = [c.finish_reason == "length" for row in ordered for c in row]
     return rewards, truncated
 
 
-def _update(accelerator: Any, optimizer: Any, loss: Any) -> None:
-    optimizer.zero_grad()
-    accelerator.backward(loss)
-    optimizer.step()
+def _update(run: Run, loss: Any) -> None:
+    run.optimizer.zero_grad()
+    run.accelerator.backward(loss)
+    run.optimizer.step()
 
 
 def _gather(accelerator: Any, *lists: list) -> list[list]:
@@ -417,44 +384,35 @@ def _step_stats(step: int, probs: list[list[float]], rewards: list[list[float]],
     }
 
 
-def _report(accelerator: Any, stats: dict[str, Any], progress: bool) -> None:
+def _report(stats: dict[str, Any], progress: bool) -> None:
+    """Warnings for steps that cannot learn, and (unless quiet) one line per step. Main process only."""
     if stats["truncated_frac"] == 1.0:
-        _warn(accelerator, f"step {stats['step']}: EVERY rollout hit --max-new-tokens (truncated): rewards carry no "
-                           f"signal; raise --max-new-tokens")
+        console.warn(f"step {stats['step']}: EVERY rollout hit --max-new-tokens (truncated): rewards carry no "
+                     f"signal; raise --max-new-tokens")
     if stats["zero_variance_frac"] == 1.0:
-        _warn(accelerator, f"step {stats['step']}: every question's rewards are identical (zero variance): "
-                           f"advantages are all zero and this step learns nothing")
+        console.warn(f"step {stats['step']}: every question's rewards are identical (zero variance): advantages "
+                     f"are all zero and this step learns nothing")
     if progress:
-        from rich.console import Console
-
         pi = " ".join(f"{p:.2f}" for p in stats["pi_mean"])
-        Console(stderr=True).print(
-            f"step {stats['step']:>4}  reward {stats['reward_mean']:.3f}  π̄ [{pi}]  H {stats['pi_entropy']:.3f}  "
-            f"adv±{stats['adv_std']:.3f}  zero-var {stats['zero_variance_frac']:.2f}  "
-            f"trunc {stats['truncated_frac']:.2f}", highlight=False)
+        console.note(f"step {stats['step']:>4}  reward {stats['reward_mean']:.3f}  π̄ [{pi}]  "
+                     f"H {stats['pi_entropy']:.3f}  adv±{stats['adv_std']:.3f}  "
+                     f"zero-var {stats['zero_variance_frac']:.2f}  trunc {stats['truncated_frac']:.2f}")
 
 
-def _warn(accelerator: Any, message: str) -> None:
-    if accelerator.is_main_process:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]WARNING:[/] {message}", highlight=False)
-
-
-def _save(accelerator: Any, policy: ForkPolicy, tokenizer: Any, fmt: forks.ForkFormat, optimizer: Any,
-          ref_head: Any, out: Path, step: int) -> None:
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
+def _save(run: Run, out: Path, step: int) -> None:
+    """The model into ``out`` (loadable like ssft's), and beside it the state a --resume continues from."""
+    run.accelerator.wait_for_everyone()
+    if not run.accelerator.is_main_process:
         return
-    ckpt = out / "checkpoint"
+    policy = run.policy
     policy.write_back()
-    policy.model.save_pretrained(ckpt)
-    tokenizer.save_pretrained(ckpt)
-    fmt.save(ckpt)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "py_rng": random.getstate(),
+    policy.model.save_pretrained(out)
+    run.tokenizer.save_pretrained(out)
+    run.fmt.save(out)
+    state = {"step": step, "optimizer": run.optimizer.state_dict(), "py_rng": random.getstate(),
              "torch_rng": torch.get_rng_state(),
              "head": policy.head.weight.detach().cpu() if policy.head is not None else None,
-             "ref_head": ref_head.cpu() if ref_head is not None else None}
+             "ref_head": run.ref_head.cpu() if run.ref_head is not None else None}
     tmp = out / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
     tmp.replace(out / STATE_FILE)
@@ -467,3 +425,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     return read_json_lines(path)
+
+
+__all__ = ["GFPOConfig", "ForkHead", "ForkPolicy", "entropy", "exhaustive_loss", "group_advantages", "read_log",
+           "reward_judge", "run_gfpo", "sampled_loss", "scale_values"]

@@ -70,4 +70,4 @@ def test_gfpo_two_processes(synthetic: tuple[Path, Path], tmp_path: Path) -> Non
     assert [r["step"] for r in rows] == [1, 2]
     # Each process rolled out its half of the batch; the log covers both halves: 4 questions x 3 tokens x G = 2.
     assert all(r["chosen"] == {"1": 8, "2": 8, "3": 8} for r in rows)
-    assert forks.detect_num_forks(AutoTokenizer.from_pretrained(out / "checkpoint")) == 3
+    assert forks.detect_num_forks(AutoTokenizer.from_pretrained(out)) == 3

@@ -1,5 +1,6 @@
 """GFPO: advantages, exact gradients, gradient only at the fork position, resume, remote rollouts."""
 
+import json
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from typer.testing import CliRunner
 
 from forkctl import forks
 from forkctl.cli import app
-from forkctl.gfpo import (ForkPolicy, GFPOConfig, exhaustive_loss, group_advantages, read_log, run_gfpo,
-                          sampled_loss, scale_values)
+from forkctl.gfpo import GFPOConfig, read_log, run_gfpo
+from forkctl.policy import ForkPolicy, exhaustive_loss, group_advantages, sampled_loss, scale_values
 
 
 def test_group_advantages_as_documented():
@@ -123,8 +124,9 @@ def test_resume_continues_from_the_saved_step(toy_model, questions_file, tmp_pat
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1, 2, 3, 4]
     assert [h["step"] for h in result["history"]] == [3, 4]
     assert torch.load(out / "gfpo_state.pt", weights_only=False)["step"] == 4
-    reloaded = AutoTokenizer.from_pretrained(out / "checkpoint")
+    reloaded = AutoTokenizer.from_pretrained(out)  # the model is --out itself, as for ssft
     assert forks.detect_num_forks(reloaded) == 4
+    assert forks.ForkFormat.load(out).num_forks == 4
 
 
 def test_logs_and_warns_on_all_truncated_zero_variance_batches(toy_model, questions_file, tmp_path):
@@ -159,3 +161,15 @@ def test_openai_rollout_backend_against_a_real_server(transformers_server, toy_m
                                  base_url=transformers_server.base_url))
     [row] = result["history"]
     assert sum(row["chosen"].values()) == 4
+
+
+def test_rerun_with_other_settings_is_refused_unless_overwrite(toy_model, questions_file, tmp_path):
+    out = tmp_path / "fp"
+    base = dict(model=str(toy_model), task=str(questions_file), quiet=True, out=str(out), steps=1, batch_size=2,
+                group_size=2, max_new_tokens=2)
+    run_gfpo(GFPOConfig(**base))
+    with pytest.raises(ValueError, match=r"other settings \(group_size 2 -> 3\)"):
+        run_gfpo(GFPOConfig(**{**base, "group_size": 3, "resume": True}))
+    result = run_gfpo(GFPOConfig(**{**base, "group_size": 3, "overwrite": True}))
+    assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1] and result["model"] == str(out)
+    assert json.loads((out / "gfpo_config.json").read_text())["config"]["group_size"] == 3

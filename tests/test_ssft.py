@@ -13,8 +13,8 @@ import torch
 
 from forkctl import forks
 from forkctl.config import build_config
-from forkctl.ssft import IGNORE, QuestionItem, SSFTConfig, assign, cost_matrices, cost_matrix, load_items, \
-    pair_batch, prepare_model, read_matching_log, run_ssft
+from forkctl.matching import IGNORE, QuestionItem, assign, cost_matrices, cost_matrix, pair_batch
+from forkctl.ssft import SSFTConfig, load_items, prepare_model, read_matching_log, run_ssft
 
 
 
@@ -308,7 +308,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
                               str(out), "--max-steps", "2", "--config", str(cfg), "--quiet"])
     assert res.exit_code == 0, res.output
     assert (out / "forkctl.json").exists() and (out / "matching.jsonl").exists()
-    assert json.loads((out / "ssft_config.json").read_text())["batch_size"] == 4
+    assert json.loads((out / "ssft_config.json").read_text())["config"]["batch_size"] == 4
     cfg.write_text("matchng: bipartite\n")
     res = runner.invoke(app, ["ssft", "--model", str(base), "--trace-sets", str(tmp_path / "train.jsonl"), "--config",
                               str(cfg)])

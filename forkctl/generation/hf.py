@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
+from forkctl.config import derive_seed
 from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
+from forkctl.models import ensure_pad_token, fork_log_probs, left_pad, load_for_generation
 
 
 def end_token_ids(tokenizer: Any, model: Any) -> list[int]:
@@ -22,24 +23,6 @@ def end_token_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(ids)
 
 
-def load_model_and_tokenizer(model_path: str, dtype: str = "auto", device: str | None = None):
-    """Load a causal LM and its tokenizer for generation or training (bf16 on GPU, fp32 on CPU by default)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
-    model.eval()
-    return model, tokenizer
-
-
 class TransformersBackend(Backend):
     """Expands requests into sequences, sorts them by prompt length and generates them in batches."""
 
@@ -50,11 +33,10 @@ class TransformersBackend(Backend):
         if model_obj is not None:
             self.model, self.tokenizer = model_obj, tokenizer
         else:
-            self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, device)
+            self.model, self.tokenizer = load_for_generation(model, dtype, device)
         self.batch_size = batch_size
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)
         self.end_ids = end_token_ids(self.tokenizer, self.model)
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
@@ -71,7 +53,10 @@ class TransformersBackend(Backend):
         return results
 
     def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
-        return fork_logprobs_of(self.model, self.tokenizer, prompts, fork_ids, self.batch_size)
+        import torch
+
+        with torch.no_grad():
+            return fork_log_probs(self.model, self.tokenizer, prompts, fork_ids, self.batch_size).tolist()
 
     def _generate_batch(self, prompts: list[list[int]], reqs: list[Request],
                         sampling: SamplingConfig) -> list[Completion]:
@@ -101,37 +86,6 @@ class TransformersBackend(Backend):
         return completions
 
 
-def left_pad(ids: list[list[int]], pad: int, device: Any) -> tuple[Any, Any]:
-    """(input_ids, attention_mask) with every sequence right-aligned, so the last position is each prompt's end."""
-    import torch
-
-    width = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-    return input_ids, mask
-
-
-def encode_left_padded(tokenizer: Any, prompts: list[str], device: Any) -> tuple[Any, Any]:
-    """Tokenise rendered prompts (no extra special tokens) and left-pad them."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return left_pad([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], pad, device)
-
-
-def fork_logprobs_of(model: Any, tokenizer: Any, prompts: list[str], fork_ids: list[int],
-                     batch_size: int = 32) -> list[list[float]]:
-    """log-softmax over the forking tokens' logits at the last prompt position (left-padded batches)."""
-    import torch
-
-    out: list[list[float]] = []
-    for start in range(0, len(prompts), batch_size):
-        input_ids, mask = encode_left_padded(tokenizer, prompts[start:start + batch_size], model.device)
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
-        out.extend(torch.log_softmax(logits[:, fork_ids].float(), dim=-1).tolist())
-    return out
-
-
 def _batch_seed(reqs: list[Request]) -> int:
     """A seed that depends only on what is generated, so a rerun reproduces the same batch."""
-    digest = hashlib.sha256(repr([(r.prompt, r.seed) for r in reqs]).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return derive_seed(repr([(r.prompt, r.seed) for r in reqs]))
