@@ -190,7 +190,7 @@ def _gfpo(cfg: C.GFPOConfig) -> None:
     from forkctl.gfpo import run_gfpo
 
     result = run_gfpo(cfg)
-    console.note(f"wrote {result['checkpoint']}")
+    console.note(f"wrote the model to {result['model']}")
 
 
 def _synthetic_data(cfg: C.SyntheticDataConfig) -> None:

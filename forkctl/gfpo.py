@@ -111,8 +111,7 @@ def run_gfpo(cfg: GFPOConfig) -> dict[str, Any]:
     if log is not None:
         log.close()
     run.rollout.close()
-    # "checkpoint" is the model folder too: cli.py reports it under that name
-    return {"steps": cfg.steps, "model": str(out), "checkpoint": str(out), "history": history}
+    return {"steps": cfg.steps, "model": str(out), "history": history}
 
 
 def fingerprint(cfg: GFPOConfig) -> dict[str, Any]:
@@ -153,7 +152,7 @@ def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
     if fmt.num_forks < 2:
         raise UserError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
     fork_ids = forks.fork_token_ids(tokenizer, fmt.num_forks)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, **cfg.task_options())
     questions = _load_questions(cfg, task)
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
     policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train, autocast=autocast)
@@ -207,17 +206,12 @@ def _sampling(run: Run) -> Any:
     return SamplingConfig(cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, run.policy.fork_ids)
 
 
-def user_message(template: str, question: Question) -> str:
-    return template.replace("{problem}", question.problem)
-
-
 def _step(run: Run, step: int) -> dict[str, Any]:
     """One batch: π, a plan of tokens, rollouts, rewards, the update; returns the step's statistics."""
     cfg, policy, accelerator = run.cfg, run.policy, run.accelerator
     batch = [run.questions[run.order[(step * cfg.batch_size + i) % len(run.order)]] for i in range(cfg.batch_size)]
     batch = batch[accelerator.process_index::accelerator.num_processes] or batch[:1]
-    template = cfg.prompt_template or run.task.prompt_template
-    users = [user_message(template, q) for q in batch]
+    users = [run.task.user_message(q, cfg.prompt_template) for q in batch]
     prompts = [forks.policy_prompt(run.tokenizer, u, run.fmt, cfg.system_prompt) for u in users]
     policy.model.eval()
     with torch.no_grad():

@@ -282,7 +282,7 @@ def prepare_model(cfg: SSFTConfig) -> tuple[Any, Any, forks.ForkFormat, list[int
     fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
     if fmt.num_forks < 1:
         raise UserError(f"{cfg.model} has no forking tokens: set --num-forks N to add <think1>..<thinkN>")
-    fork_ids = forks.add_fork_tokens(tokenizer, model, fmt.num_forks, init=cfg.fork_init)
+    fork_ids = forks.add_fork_tokens(tokenizer, model, fmt.num_forks, init=cfg.fork_init, seed=cfg.seed)
     return model, tokenizer, fmt, fork_ids
 
 

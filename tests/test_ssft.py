@@ -330,3 +330,25 @@ def test_random_seeded_prompt_tokenisation_is_consistent(tmp_path: Path, tiny) -
             prompt[items[0].fork_pos] = fork_ids[i]
             expect = tok(forks.render_prompt(tok, problem, i + 1, fmt), add_special_tokens=False)["input_ids"]
             assert prompt == expect
+
+
+def test_default_fork_init_breaks_the_symmetry_so_first_assignments_are_not_index_order(tmp_path):
+    """With identical forking-token rows (--fork-init mean) every row of a cost matrix is equal, so the first
+    assignments are scipy's tie-break, not a property of the tokens; the default (mean-noise) gives each token its
+    own row and its own costs."""
+    from forkctl.toy import build_toy_model
+
+    base = build_toy_model(tmp_path / "base", num_forks=0, hidden_size=32, num_layers=2, num_heads=2,
+                           num_kv_heads=1, intermediate_size=64)
+    sets = [trace_set(f"q{i}", [TEXTS[(i + k) % 4] for k in range(4)], problem=f"what is {i} + 3 then")
+            for i in range(8)]
+    firsts = {}
+    for init in ("mean", "mean-noise"):
+        model, tok, fmt, fork_ids = prepare_model(SSFTConfig(model=str(base), trace_sets="unused", num_forks=4,
+                                                             fork_init=init))
+        items, _ = load_items(write_sets(tmp_path / f"{init}.jsonl", sets), tok, fmt, fork_ids, "bipartite", 512)
+        costs = [np.asarray(c) for c in cost_matrices(model, items, fork_ids, 8, tok.pad_token_id)]
+        firsts[init] = ([assign(c) for c in costs], [float(np.ptp(c, axis=0).max()) for c in costs])
+    assert max(firsts["mean"][1]) < 1e-5  # every token costs the same: the matching is a tie
+    assert min(firsts["mean-noise"][1]) > 1e-4  # the tokens differ from the first step
+    assert any(sigma != [0, 1, 2, 3] for sigma in firsts["mean-noise"][0])
