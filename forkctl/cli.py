@@ -91,7 +91,7 @@ def _cli_parameter(cls: type, f: dataclasses.Field) -> inspect.Parameter:
     origin = typing.get_origin(tp)
     if meta.get("argument"):
         annotation: Any = str
-        param = typer.Argument(..., help=kwargs["help"], show_default=False)
+        param = typer.Argument(..., help=kwargs["help"], show_default=False, metavar=f.name.upper())
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=param, annotation=annotation)
     if tp is bool:
         annotation = bool
@@ -101,7 +101,8 @@ def _cli_parameter(cls: type, f: dataclasses.Field) -> inspect.Parameter:
     elif origin is list:
         annotation, default = Optional[list[str]], None
         kwargs.setdefault("show_default", ",".join(map(str, f.default_factory())))  # type: ignore[misc]
-        kwargs["metavar"] = "<int,...>"
+        item = typing.get_args(tp)[0]
+        kwargs["metavar"] = "<int,...>" if item is int else f"<{item.__name__}>"
     elif origin is dict:
         annotation, default = Optional[str], None
         kwargs.setdefault("show_default", "{}")
@@ -213,6 +214,25 @@ def _toy_model(cfg: C.ToyModelConfig) -> None:
     console.note(f"wrote a tiny Qwen2 with {cfg.num_forks} forking tokens to {path}")
 
 
+# The stages a pipeline file may list: kind -> (config class, runner). A service has no runner: `forkctl run`
+# starts it for the rest of the pipeline.
+STAGE_KINDS: dict[str, tuple[type, Callable[[Any], Any] | None]] = {
+    "synthetic-data": (C.SyntheticDataConfig, _synthetic_data),
+    "synthetic-teachers": (C.SyntheticTeachersConfig, None),
+    "collect": (C.CollectConfig, _collect),
+    "filter": (C.FilterConfig, _filter),
+    "ssft": (C.SSFTConfig, _ssft),
+    "gfpo": (C.GFPOConfig, _gfpo),
+    "eval": (C.EvalConfig, _eval),
+}
+
+
+def _run(cfg: C.RunConfig) -> None:
+    from forkctl.run import Pipeline
+
+    Pipeline(cfg, STAGE_KINDS).run()
+
+
 config_command("collect", C.CollectConfig, _collect)
 config_command("filter", C.FilterConfig, _filter)
 config_command("ssft", C.SSFTConfig, _ssft)
@@ -220,6 +240,7 @@ config_command("gfpo", C.GFPOConfig, _gfpo)
 config_command("eval", C.EvalConfig, _eval)
 config_command("synthetic-data", C.SyntheticDataConfig, _synthetic_data)
 config_command("toy-model", C.ToyModelConfig, _toy_model, yaml=False)
+config_command("run", C.RunConfig, _run, yaml=False)
 
 
 def main() -> None:

@@ -589,16 +589,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 C = typing.TypeVar("C")
 
 
-def build_config(cls: type[C], *layers: tuple[str, dict[str, Any]]) -> C:
+def build_config(cls: type[C], *layers: tuple[str, dict[str, Any]], validate: bool = True) -> C:
     """A ``cls`` from its defaults overlaid by each ``(where, values)`` layer in turn (YAML file, then the
     options typed on the command line, say): every value converted and range-checked by its field, then the
-    config's own cross-field ``validate()``."""
+    config's own cross-field ``validate()`` (``validate=False`` defers that, e.g. until a pipeline's earlier
+    stages have made the files it checks)."""
     values: dict[str, Any] = {}
     for where, data in layers:
         for name, value in normalise_keys(cls, data, where).items():
             values[name] = convert(cls, name, value, where)
     cfg = cls(**values)
-    if hasattr(cfg, "validate"):
+    if validate and hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
 

@@ -128,7 +128,7 @@ class Pipeline:
             options.setdefault("quiet", self.cfg.quiet)
         refs: dict[str, str | None] = {}
         options = {k: self._fill(v, where, refs) for k, v in options.items()}
-        cfg = C.build_config(cls, (where, options))
+        cfg = C.build_config(cls, (where, options), validate=False)  # checked when it runs
         material = {"kind": stage.kind, "options": _fingerprint_options(C.to_jsonable(cfg)),
                     "upstream": refs, "inputs": _input_files(options, set(refs))}
         return cfg, material
@@ -248,6 +248,8 @@ class Pipeline:
             _clear_training_output(cfg)
         if plan.action == "resume" and "resume" in fields:
             cfg.resume = _has_checkpoint(Path(cfg.out))
+        if hasattr(cfg, "validate"):
+            cfg.validate()
         material = plan.material  # type: ignore[attr-defined]
         self._write_state(name, fingerprint=plan.fingerprint, status="running", material=material, output_id=None)
         if self._start_service(plan, services, fresh=True):
