@@ -25,7 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from forkctl.collect import DEFAULT_PROMPT, CollectConfig, run_collect  # noqa: E402
+from forkctl.collect import CollectConfig, run_collect  # noqa: E402
+from forkctl.tasks.math import MATH_PROMPT as DEFAULT_PROMPT  # noqa: E402
 from forkctl.testing import free_port, wait_http  # noqa: E402
 
 

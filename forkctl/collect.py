@@ -8,139 +8,40 @@ empty responses itself, with exponential backoff, jitter and ``Retry-After``, so
 teacher's rate limit slows only that teacher. A request that still fails is recorded with its ``error`` so the
 run finishes; ``--retry-failed`` asks for those again on a later run.
 
+Beside ``--out``, ``<name>.config.json`` holds the run config with its fingerprint: the task, the (resolved)
+prompt template, the system prompt and every teacher's model and params. A rerun under another fingerprint is
+refused (``--overwrite`` deletes the records and starts again); a new teacher, more questions or more samples
+only add records. A run that recorded only failures raises :class:`NothingCollected` (exit 2 in the CLI).
+
 API keys are read from the environment variable a teacher *names*; the value is only ever handed to the client
 and scrubbed from error messages, never written to records, the saved config or the console.
 """
 
 from __future__ import annotations
 
-from forkctl.errors import UserError
 import asyncio
 import email.utils
+import hashlib
 import json
 import logging
 import random
 import re
 import time
-from collections import deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forkctl.config import CollectConfig, ConfigError, load_yaml, package_versions
-from forkctl.records import JsonlAppender, Question, TeacherResponse, read_records, repair_tail, write_json, \
-    write_records
+from forkctl import console
+from forkctl.config import CollectConfig, ConfigError, fingerprint_changes, read_run_config, write_run_config
+from forkctl.errors import UserError
+from forkctl.records import JsonlAppender, Question, TeacherResponse, read_records, repair_tail, write_records
+from forkctl.teachers import Teacher, load_teachers, run_config_path
 
 log = logging.getLogger(__name__)
 
-TEACHER_KEYS = ("name", "base_url", "model", "api_key_env", "samples", "concurrency", "rpm", "params", "price",
-                "timeout", "send_n")
-PARAM_KEYS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "reasoning_effort", "extra_body",
-              "seed", "stop", "presence_penalty", "frequency_penalty")
-PRICE_KEYS = ("input_per_mtok", "output_per_mtok")
 MAX_RETRY_AFTER_S = 600.0  # a server asking for more than this is treated as asking for this
-
-
-# --------------------------------------------------------------------------------------------------
-# Teachers file
-
-
-@dataclass
-class Teacher:
-    """One source of traces: a model behind an OpenAI-compatible base URL, with its sampling and limits.
-
-    The same model at two reasoning efforts is two teachers (two names)."""
-
-    name: str
-    base_url: str
-    model: str
-    api_key_env: str | None = None
-    samples: int | None = None
-    concurrency: int | None = None
-    rpm: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    price: dict[str, float] | None = None
-    timeout: float | None = None
-    send_n: bool = True  # false for servers that reject n > 1 (one request per sample then)
-
-    def identity(self) -> dict[str, Any]:
-        """What decides the responses: a teacher of this name must not change it between resumed runs."""
-        return {"model": self.model, "params": self.params}
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        if self.price is None:
-            return None
-        return (prompt_tokens * self.price.get("input_per_mtok", 0.0)
-                + completion_tokens * self.price.get("output_per_mtok", 0.0)) / 1e6
-
-
-def load_teachers(path: str | Path) -> list[Teacher]:
-    """Parse and validate a teachers YAML file (``teachers: [...]``); errors name the file, teacher and key."""
-    data = load_yaml(path)
-    unknown = sorted(set(data) - {"teachers"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected 'teachers'")
-    items = data.get("teachers")
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"{path}: 'teachers' must be a non-empty list")
-    teachers = [_teacher_from(item, f"{path}: teachers[{i}]") for i, item in enumerate(items)]
-    seen: set[str] = set()
-    for i, t in enumerate(teachers):
-        if t.name in seen:
-            raise ConfigError(f"{path}: teachers[{i}]: duplicate name {t.name!r} (each teacher needs its own name)")
-        seen.add(t.name)
-    return teachers
-
-
-def _teacher_from(item: Any, where: str) -> Teacher:
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    if isinstance(item.get("name"), str):
-        where = f"{where} ({item['name']})"
-    _reject_unknown(item, TEACHER_KEYS, where)
-    for key in ("name", "base_url", "model"):
-        if not isinstance(item.get(key), str) or not item[key].strip():
-            raise ConfigError(f"{where}: '{key}' is required (a non-empty string)")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", item["name"]):
-        raise ConfigError(f"{where}: 'name' may use only letters, digits, '_', '.', '-'")
-    env = item.get("api_key_env")
-    if env is not None and (not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env)):
-        raise ConfigError(f"{where}: 'api_key_env' is the NAME of an environment variable (e.g. R1_API_KEY), "
-                          f"not a key")
-    for key in ("samples", "concurrency"):
-        if item.get(key) is not None and (not isinstance(item[key], int) or item[key] < 1):
-            raise ConfigError(f"{where}: '{key}' must be an integer >= 1")
-    for key in ("rpm", "timeout"):
-        if item.get(key) is not None and (not isinstance(item[key], (int, float)) or item[key] <= 0):
-            raise ConfigError(f"{where}: '{key}' must be a number > 0")
-    params = item.get("params") or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{where}: 'params' must be a mapping")
-    _reject_unknown(params, PARAM_KEYS, f"{where}: params")
-    if "extra_body" in params and not isinstance(params["extra_body"], (dict, type(None))):
-        raise ConfigError(f"{where}: params.extra_body must be a mapping")
-    price = item.get("price")
-    if price is not None:
-        if not isinstance(price, dict):
-            raise ConfigError(f"{where}: 'price' must be a mapping")
-        _reject_unknown(price, PRICE_KEYS, f"{where}: price")
-        if not all(isinstance(v, (int, float)) and v >= 0 for v in price.values()):
-            raise ConfigError(f"{where}: prices must be numbers >= 0 (per million tokens)")
-        price = {k: float(v) for k, v in price.items()}
-    send_n = item.get("send_n", True)
-    if not isinstance(send_n, bool):
-        raise ConfigError(f"{where}: 'send_n' must be true or false")
-    return Teacher(name=item["name"], base_url=item["base_url"], model=item["model"], api_key_env=env,
-                   samples=item.get("samples"), concurrency=item.get("concurrency"), rpm=item.get("rpm"),
-                   params={k: v for k, v in params.items() if v is not None}, price=price,
-                   timeout=item.get("timeout"), send_n=send_n)
-
-
-def _reject_unknown(data: dict[str, Any], known: tuple[str, ...], where: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,6 +61,7 @@ class TeacherStats:
     skipped: int = 0  # already recorded before this run
     aborted: str | None = None  # why the teacher was stopped (bad key, unknown model): its rest was not sent
     unsent: int = 0
+    first_error: str | None = None  # of the failures recorded in this run, for the summary line
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -175,14 +77,23 @@ class CollectResult:
     teachers: list[Teacher]
     stats: dict[str, TeacherStats]
     elapsed_s: float
+    warnings: list[str] = field(default_factory=list)  # already shown with console.warn
 
     @property
     def failed(self) -> int:
         return sum(s.failed for s in self.stats.values())
 
+    @property
+    def ok(self) -> int:
+        return sum(s.ok for s in self.stats.values())
 
-def config_path_for(out: Path) -> Path:
-    return out.with_name(out.stem + ".config.json")
+
+class NothingCollected(UserError):
+    """Every request of the run failed (or its teachers were stopped): exit non-zero, the result attached."""
+
+    def __init__(self, message: str, result: CollectResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,26 +101,65 @@ def config_path_for(out: Path) -> Path:
 
 
 def run_collect(cfg: CollectConfig) -> CollectResult:
-    progress = not cfg.quiet
+    """Request every missing (question, teacher, sample), appending each response to ``cfg.out`` as it arrives.
+
+    Raises :class:`NothingCollected` (after showing the summary table) when this run recorded only failures;
+    a run where some requests succeeded returns normally (the CLI warns about the failures)."""
     cfg.validate()
     teachers = load_teachers(cfg.teachers)  # type: ignore[arg-type]
     keys = _api_keys(teachers)
-    questions = _load_questions(cfg)
+    task, questions = _load_questions(cfg)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
+        config_path = run_config_path(out)
+        _check_and_save_config(config_path, cfg, _task_id(cfg.task), teachers, len(questions))  # type: ignore[arg-type]
         done = _recorded_keys(out, cfg.retry_failed)
-        config_path = config_path_for(out)
-        _check_and_save_config(config_path, cfg, teachers, questions)
         jobs = {t.name: _jobs_for(t, questions, cfg.samples, done) for t in teachers}
         stats = {t.name: TeacherStats() for t in teachers}
         for t in teachers:
             total = len(questions) * (t.samples or cfg.samples)
             stats[t.name].skipped = total - sum(len(s) for _, s in jobs[t.name])
         start = time.monotonic()
-        with JsonlAppender(out) as appender, _Progress(progress, jobs, stats) as bar:
-            asyncio.run(_collect_all(cfg, teachers, keys, jobs, stats, appender, bar.advance))
-    return CollectResult(out, config_path, teachers, stats, time.monotonic() - start)
+        echoes = _Echoes()
+        todo = sum(len(s) for js in jobs.values() for _, s in js)
+        with JsonlAppender(out) as appender, console.progress("collect", todo, not cfg.quiet and todo > 0) as bar:
+
+            def write(record: TeacherResponse) -> None:
+                appender.write(record)  # one os.write per line: a kill never tears it
+                echoes.add(record)
+                bar.advance(1, _status(stats))
+
+            asyncio.run(_collect_all(cfg, teachers, keys, jobs, stats, write, _answer_extractor(task)))
+            bar.advance(0, _status(stats))  # the closing line states the true counts, unsent ones included
+    result = CollectResult(out, config_path, teachers, stats, time.monotonic() - start, echoes.warnings(teachers))
+    for message in result.warnings:
+        console.warn(message)
+    _fail_if_nothing_collected(result)
+    return result
+
+
+def _status(stats: dict[str, TeacherStats]) -> str:
+    failed = sum(s.failed for s in stats.values())
+    retried = sum(s.retried for s in stats.values())
+    unsent = sum(s.unsent for s in stats.values())
+    return f"failed {failed} · retried {retried}" + (f" · unsent {unsent}" if unsent else "")
+
+
+def _fail_if_nothing_collected(result: CollectResult) -> None:
+    """A run that asked for something and recorded no response at all is a failure, said in one line."""
+    aborted = {name: s for name, s in result.stats.items() if s.aborted}
+    if result.ok or not (result.failed or aborted):
+        return
+    console.show(summary_table(result))
+    parts = []
+    if result.failed:
+        first = next(s.first_error for s in result.stats.values() if s.first_error)
+        parts.append(f"all {result.failed} requests failed (first error: {first}); they are recorded with their "
+                     f"error: fix the cause and rerun with --retry-failed")
+    parts += [f"teacher {name} stopped ({s.aborted}); its {s.unsent} remaining requests were not sent"
+              for name, s in aborted.items()]
+    raise NothingCollected("collect got no response: " + "; ".join(parts), result)
 
 
 def _api_keys(teachers: list[Teacher]) -> dict[str, str]:
@@ -222,17 +172,17 @@ def _api_keys(teachers: list[Teacher]) -> dict[str, str]:
             keys[t.name] = "EMPTY"
         elif not os.environ.get(t.api_key_env):
             raise UserError(f"teacher {t.name}: environment variable {t.api_key_env} is not set (it should hold "
-                             f"the API key)")
+                            f"the API key)")
         else:
             keys[t.name] = os.environ[t.api_key_env]
     return keys
 
 
-def _load_questions(cfg: CollectConfig) -> list[Question]:
+def _load_questions(cfg: CollectConfig) -> tuple[Any, list[Question]]:
     from forkctl.tasks import get_task
 
     task = get_task(cfg.task)  # type: ignore[arg-type]
-    cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved, so the saved config says it
+    cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved: the fingerprint holds the text
     questions = task.load()
     if cfg.limit is not None:
         questions = questions[: cfg.limit]
@@ -242,7 +192,26 @@ def _load_questions(cfg: CollectConfig) -> list[Question]:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise UserError(f"{cfg.task}: question id {dup!r} appears more than once (ids key the records)")
-    return questions
+    return task, questions
+
+
+def _task_id(spec: str) -> str:
+    """The task as the fingerprint knows it: a registered name, or a questions file's absolute path (so the same
+    file named from another folder is the same task, and another file with the same ids is not)."""
+    from forkctl.tasks import REGISTRY
+
+    return spec if spec in REGISTRY else str(Path(spec).resolve())
+
+
+def _answer_extractor(task: Any) -> Callable[[str], str | None]:
+    """The task's own extraction when it has one; else the math one. The recorded ``answer`` is for reading the
+    records: filter judges every response again through the task."""
+    own = getattr(task, "extract_answer", None)
+    if callable(own):
+        return own
+    from forkctl.verify.math import extract_answer
+
+    return extract_answer
 
 
 class _exclusive:
@@ -283,24 +252,61 @@ def _recorded_keys(out: Path, retry_failed: bool) -> set[tuple[str, str, int]]:
     return {r.key for r in records}
 
 
-def _check_and_save_config(path: Path, cfg: CollectConfig, teachers: list[Teacher],
-                           questions: list[Question]) -> None:
-    """Refuse to resume into records made by a same-named teacher with another model or sampling; then save
-    the resolved config (teachers by env-var name only) beside the records."""
-    previous: dict[str, Any] = {}
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text()).get("teachers", {})
-        except (json.JSONDecodeError, AttributeError):
-            previous = {}
+# --------------------------------------------------------------------------------------------------
+# Fingerprint: what decides the responses, so a rerun never mixes two settings in one file
+
+
+def _fingerprint(task_id: str, cfg: CollectConfig, teachers: list[Teacher]) -> dict[str, Any]:
+    """Flat, so a refusal names the one thing that changed ('teacher r model 'a' -> 'b'')."""
+    fp: dict[str, Any] = {"task": task_id, "prompt_template": cfg.prompt_template,
+                          "system_prompt": cfg.system_prompt}
     for t in teachers:
-        old = previous.get(t.name)
-        if old is not None and {"model": old.get("model"), "params": old.get("params", {})} != t.identity():
-            raise UserError(f"teacher {t.name}: model or params differ from the run that wrote {cfg.out} "
-                             f"(see {path}); give the changed teacher a new name or use another --out")
-    merged = {**previous, **{t.name: asdict(t) for t in teachers}}
-    write_json(path, {"config": asdict(cfg), "teachers": merged, "num_questions": len(questions),
-                      "versions": package_versions()})
+        fp[f"teacher {t.name} model"] = t.model
+        fp[f"teacher {t.name} params"] = t.params
+    return fp
+
+
+def _legacy_fingerprint(stored: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """The fingerprint of a config written before fingerprints existed (its task was not resolved: assume it)."""
+    config = stored.get("config") or {}
+    fp: dict[str, Any] = {"task": task_id, "prompt_template": config.get("prompt_template"),
+                          "system_prompt": config.get("system_prompt")}
+    for name, t in (stored.get("teachers") or {}).items():
+        fp[f"teacher {name} model"] = t.get("model")
+        fp[f"teacher {name} params"] = t.get("params", {})
+    return fp
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Differences that would mix settings. A teacher present in only one of the two runs is none: adding a
+    teacher (or leaving one out) just adds (or keeps) its own records."""
+    def shared(key: str) -> bool:
+        return not key.startswith("teacher ") or (key in old and key in new)
+
+    keys = [k for k in {**old, **new} if shared(k)]
+    return fingerprint_changes({k: old.get(k) for k in keys}, {k: new.get(k) for k in keys})
+
+
+def _check_and_save_config(path: Path, cfg: CollectConfig, task_id: str, teachers: list[Teacher],
+                           num_questions: int) -> None:
+    """Refuse to add to records made under another fingerprint (or, with ``--overwrite``, delete them and start
+    again); then save the run config (teachers by env-var name only) with the fingerprint of every teacher the
+    records hold."""
+    fp = _fingerprint(task_id, cfg, teachers)
+    stored = read_run_config(path) or {}
+    old = (stored.get("fingerprint") or _legacy_fingerprint(stored, task_id)) if stored else {}
+    changes = _changes(old, fp) if stored else []  # no run config: a fresh run (or records from elsewhere)
+    if changes and cfg.overwrite:
+        Path(cfg.out).unlink(missing_ok=True)  # type: ignore[arg-type]
+        stored, old = {}, {}
+    elif changes:
+        raise ConfigError(f"{cfg.out} was collected with other settings ({'; '.join(changes)}; see {path}): "
+                          f"refusing to mix them; use a new --out, --overwrite to delete it and start again, or "
+                          f"a new teacher name for a changed teacher")
+    previous_teachers = stored.get("teachers") or {}
+    teachers_seen = {**previous_teachers, **{t.name: asdict(t) for t in teachers}}  # file order, then new ones
+    write_run_config(path, "collect", cfg, {**old, **fp},
+                     extra={"teachers": teachers_seen, "num_questions": num_questions})
 
 
 def _jobs_for(t: Teacher, questions: list[Question], default_samples: int,
@@ -320,18 +326,26 @@ def _jobs_for(t: Teacher, questions: list[Question], default_samples: int,
 
 
 class RateLimiter:
-    """Requests-per-minute as evenly spaced start times; ``pause`` pushes every later start back (Retry-After)."""
+    """Requests-per-minute as evenly spaced start times; ``pause`` pushes every later start back (Retry-After).
+
+    The promise, and what the tests check: the k-th start is never before the first slot plus k intervals. Later
+    is always possible (a busy machine wakes sleepers late), and a server may then see two requests close together
+    (the first request of a client also pays its connection set-up); the schedule itself never bunches."""
 
     def __init__(self, rpm: float | None) -> None:
         self.interval = 60.0 / rpm if rpm else 0.0
         self._next = 0.0
 
-    async def wait(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next)
+    def reserve(self) -> float:
+        """The next start time (``time.monotonic``), taken now so concurrent callers get successive slots."""
+        slot = max(time.monotonic(), self._next)
         self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        return slot
+
+    async def wait(self) -> None:
+        delay = self.reserve() - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def pause(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)
@@ -370,10 +384,12 @@ class _TeacherRunner:
     """Sends one teacher's requests with its own concurrency, rate limit and retries, writing each record."""
 
     def __init__(self, t: Teacher, api_key: str, cfg: CollectConfig, global_sem: asyncio.Semaphore,
-                 stats: TeacherStats, write: Callable[[TeacherResponse], None]) -> None:
+                 stats: TeacherStats, write: Callable[[TeacherResponse], None],
+                 extract: Callable[[str], str | None]) -> None:
         from openai import AsyncOpenAI
 
         self.t, self.cfg, self.global_sem, self.stats, self.write = t, cfg, global_sem, stats, write
+        self.extract = extract
         self._secret = api_key if api_key != "EMPTY" else None
         # max_retries=0: this class retries, so it can count retries and honour Retry-After per teacher.
         self.client = AsyncOpenAI(base_url=t.base_url, api_key=api_key, timeout=t.timeout or cfg.timeout,
@@ -420,8 +436,6 @@ class _TeacherRunner:
         return remaining
 
     def _record_reply(self, q: Question, remaining: list[int], reply: _Reply) -> list[int]:
-        from forkctl.verify.math import extract_answer
-
         used = reply.choices[: len(remaining)]
         # Usage covers the whole request: the prompt is billed once, completion tokens are split evenly.
         share, extra_tokens = divmod(reply.completion_tokens, len(used))
@@ -433,7 +447,7 @@ class _TeacherRunner:
                      "completion_tokens": share + (extra_tokens if i == 0 else 0)}
             self.write(TeacherResponse(
                 question_id=q.id, teacher=self.t.name, sample=sample, text=text, reasoning=reasoning,
-                answer=extract_answer(text) or (extract_answer(reasoning) if reasoning else None),
+                answer=self.extract(text) or (self.extract(reasoning) if reasoning else None),
                 finish_reason=choice.finish_reason, usage=usage, latency_s=round(reply.latency_s, 4),
                 error=None, extra={"attempts": reply.attempts}))
             self.stats.ok += 1
@@ -446,6 +460,7 @@ class _TeacherRunner:
         self.write(TeacherResponse(question_id=q.id, teacher=self.t.name, sample=sample, text=None,
                                    error=error, extra={"attempts": attempts}))
         self.stats.failed += 1
+        self.stats.first_error = self.stats.first_error or error
 
     async def _request(self, messages: list[dict[str, str]], n: int) -> _Reply:
         attempt = 0
@@ -577,63 +592,57 @@ def _retry_after(headers: Any) -> float | None:
 
 async def _collect_all(cfg: CollectConfig, teachers: list[Teacher], keys: dict[str, str],
                        jobs: dict[str, list[tuple[Question, list[int]]]], stats: dict[str, TeacherStats],
-                       appender: JsonlAppender, advance: Callable[[TeacherResponse], None]) -> None:
+                       write: Callable[[TeacherResponse], None], extract: Callable[[str], str | None]) -> None:
     global_sem = asyncio.Semaphore(cfg.concurrency)
-
-    def write(record: TeacherResponse) -> None:
-        appender.write(record)  # one os.write per line: a kill never tears it
-        advance(record)
-
-    runners = [_TeacherRunner(t, keys[t.name], cfg, global_sem, stats[t.name], write) for t in teachers
+    runners = [_TeacherRunner(t, keys[t.name], cfg, global_sem, stats[t.name], write, extract) for t in teachers
                if jobs[t.name]]
     await asyncio.gather(*(r.run(jobs[r.t.name]) for r in runners))
 
 
 # --------------------------------------------------------------------------------------------------
-# Progress and summary
+# Echoes and summary
 
 
-class _Progress:
-    """A rich progress bar with ETA over every record this run will write (no-op when disabled)."""
+class _Echoes:
+    """Digests of this run's response texts, to notice a server that ignores sampling settings: a sampling
+    teacher whose samples for a question are all identical, or two teachers answering with the same text."""
 
-    def __init__(self, enabled: bool, jobs: dict[str, list[tuple[Question, list[int]]]],
-                 stats: dict[str, TeacherStats]) -> None:
-        self.enabled, self.stats = enabled, stats
-        self.total = sum(len(s) for js in jobs.values() for _, s in js)
-        self._progress: Any = None
-        self._task: Any = None
+    def __init__(self) -> None:
+        self.digests: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
 
-    def __enter__(self) -> _Progress:
-        if self.enabled and self.total:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+    def add(self, r: TeacherResponse) -> None:
+        if r.ok:
+            text = f"{r.reasoning or ''}\0{r.text or ''}"
+            self.digests[r.question_id][r.teacher].append(hashlib.sha1(text.encode()).hexdigest())
 
-            self._progress = Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                      TimeRemainingColumn(), console=Console(stderr=True))
-            self._progress.start()
-            self._task = self._progress.add_task("collect", total=self.total, status="")
-        return self
-
-    def advance(self, record: TeacherResponse) -> None:
-        if self._progress is not None:
-            failed = sum(s.failed for s in self.stats.values())
-            retried = sum(s.retried for s in self.stats.values())
-            self._progress.update(self._task, advance=1, status=f"failed {failed} · retried {retried}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    def warnings(self, teachers: list[Teacher]) -> list[str]:
+        by_name = {t.name: t for t in teachers}
+        asked: Counter[str] = Counter()
+        repeated: Counter[str] = Counter()
+        shared: Counter[tuple[str, str]] = Counter()
+        for per_teacher in self.digests.values():
+            for name, ds in per_teacher.items():
+                if len(ds) >= 2 and by_name[name].samples_should_differ:
+                    asked[name] += 1
+                    repeated[name] += len(set(ds)) == 1
+            names = sorted(per_teacher)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    shared[(a, b)] += bool(set(per_teacher[a]) & set(per_teacher[b]))
+        out = [f"teacher {name}: its samples were identical for {n} of {asked[name]} questions although its "
+               f"temperature is {by_name[name].params.get('temperature', 'unset (1.0)')}: the server may ignore "
+               f"the sampling settings (e.g. a generation config with sampling off), or a fixed seed repeats them"
+               for name, n in repeated.items() if n]
+        out += [f"teachers {a} and {b} returned identical text for {n} questions: the server may ignore their "
+                f"sampling settings (decoding greedily), or they are one model with the same settings"
+                for (a, b), n in shared.items() if n]
+        return out
 
 
 def summary_table(result: CollectResult) -> Any:
-    """Per teacher: ok / failed / retried, tokens in/out, cost, latency p50/p95 (this run)."""
-    from rich.table import Table
-
-    table = Table(title=f"collect · {result.out_path} · {result.elapsed_s:.1f}s")
-    for col in ("teacher", "ok", "failed", "retried", "skipped", "tok in", "tok out", "cost $", "p50 s", "p95 s"):
-        table.add_column(col, justify="left" if col == "teacher" else "right")
+    """Per teacher: ok / failed / retried / skipped, tokens in/out, cost, latency p50/p95 (this run)."""
+    columns = ["teacher", "ok", "failed", "retried", "skipped", "tok in", "tok out", "cost $", "p50 s", "p95 s"]
+    rows = []
     total_cost: float | None = None
     for t in result.teachers:
         s = result.stats[t.name]
@@ -641,9 +650,11 @@ def summary_table(result: CollectResult) -> Any:
         if cost is not None:
             total_cost = (total_cost or 0.0) + cost
         p50, p95 = s.percentile(0.5), s.percentile(0.95)
-        table.add_row(t.name, str(s.ok), str(s.failed), str(s.retried), str(s.skipped), f"{s.prompt_tokens:,}",
-                      f"{s.completion_tokens:,}", "-" if cost is None else f"{cost:.4f}",
-                      "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}")
+        rows.append([t.name, s.ok, s.failed, s.retried, s.skipped, f"{s.prompt_tokens:,}", f"{s.completion_tokens:,}",
+                     "-" if cost is None else f"{cost:.4f}", "-" if p50 is None else f"{p50:.2f}",
+                     "-" if p95 is None else f"{p95:.2f}"])
+    table = console.table(f"collect · {result.out_path} · {result.elapsed_s:.1f}s", columns, rows,
+                          right=tuple(range(1, len(columns))))
     if total_cost is not None:
         table.caption = f"total cost ${total_cost:.4f} (teachers with a price)"
     return table

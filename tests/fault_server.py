@@ -14,6 +14,8 @@ Behaviour is chosen per request by the *model name*: ``+``-separated directives,
     truncate            finish_reason "length"
     answer:X            the boxed answer is X (default: a number derived from the problem text)
     echo-key            error messages repeat the Authorization key (as some providers do, partly)
+    greedy              the text depends on the prompt only: every request, choice and model gets the same
+                        (a server that ignores the sampling settings)
 
 Normal answers are deterministic: varied words seeded by (prompt, request, choice) ending in ``\\boxed{answer}``,
 so responses to the same question differ in text but agree on the answer.
@@ -65,6 +67,8 @@ class FaultServer:
         self.retry_after = retry_after
         self.requests: list[dict[str, Any]] = []
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self.max_in_flight: dict[str, int] = defaultdict(int)  # per model: the most requests open at once
         self._lock = threading.Lock()
         handler = self._handler_class()
         self.httpd = _Server(("127.0.0.1", port), handler)
@@ -119,7 +123,8 @@ class FaultServer:
         n = 1 if "ignore-n" in d else int(body.get("n") or 1)
         choices, completion_tokens = [], 0
         for i in range(n):
-            reasoning, final = _body_text(model, prompt, count, i, answer)
+            reasoning, final = _body_text("greedy", prompt, 0, 0, answer) if "greedy" in d else \
+                _body_text(model, prompt, count, i, answer)
             if fault("empty"):
                 message: dict[str, Any] = {"role": "assistant", "content": ""}
             elif "reasoning" in d:
@@ -161,15 +166,23 @@ class FaultServer:
                 except json.JSONDecodeError:
                     self._send(400, {}, _json({"error": {"message": "bad json"}}))
                     return
+                arrived = time.monotonic()  # before any work: the request's arrival as a client would time it
+                model = str(body.get("model"))
                 status, headers, payload, wait = server._respond(body, self.headers.get("Authorization"))
                 with server._lock:
-                    server.requests.append({"time": time.monotonic(), "model": body.get("model"),
+                    server.requests.append({"time": arrived, "model": body.get("model"),
                                             "status": status, "n": body.get("n"),
                                             "auth": self.headers.get("Authorization"),
                                             "body": body})
-                if wait:
-                    time.sleep(wait)
-                self._send(status, headers, payload)
+                    server._in_flight[model] += 1
+                    server.max_in_flight[model] = max(server.max_in_flight[model], server._in_flight[model])
+                try:
+                    if wait:
+                        time.sleep(wait)
+                    self._send(status, headers, payload)
+                finally:
+                    with server._lock:
+                        server._in_flight[model] -= 1
 
             def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
                 try:

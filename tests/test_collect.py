@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +19,11 @@ import pytest
 import yaml
 
 from forkctl.tasks.math import MATH_PROMPT as DEFAULT_PROMPT
-from forkctl.collect import CollectConfig, _retry_after, config_path_for, load_teachers, run_collect
+from forkctl.collect import CollectConfig, NothingCollected, RateLimiter, _retry_after, run_collect
 from forkctl.config import ConfigError
 from forkctl.records import TeacherResponse, read_records
-from forkctl.testing import write_arithmetic_questions
+from forkctl.teachers import load_teachers, run_config_path
+from forkctl.testing import free_port, write_arithmetic_questions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fault_server import FaultServer, default_answer  # noqa: E402
@@ -145,7 +148,7 @@ def test_faults_are_retried_and_samples_completed(tmp_path: Path, server: FaultS
     statuses = [r["status"] for r in server.requests if r["model"] == "ignore-n+429-first"]
     first_ok = statuses.index(200)
     assert times[first_ok] - times[0] >= 0.3 - 0.02
-    assert config_path_for(result.out_path).exists()
+    assert run_config_path(result.out_path).exists()
 
 
 def test_failures_recorded_then_retried_on_request(tmp_path: Path, server: FaultServer, questions: Path) -> None:
@@ -160,7 +163,9 @@ def test_failures_recorded_then_retried_on_request(tmp_path: Path, server: Fault
     # A plain rerun skips failed keys too; --retry-failed asks again and still records each key once.
     again = _collect(tmp_path, questions, teachers, limit=2, max_retries=2)
     assert again.stats["down"].skipped == 2 and again.stats["down"].failed == 0
-    again = _collect(tmp_path, questions, teachers, limit=2, max_retries=0, retry_failed=True)
+    with pytest.raises(NothingCollected) as caught:  # this run asked only "down" again, and it failed again
+        _collect(tmp_path, questions, teachers, limit=2, max_retries=0, retry_failed=True)
+    again = caught.value.result
     assert again.stats["down"].failed == 2
     _assert_once(_records(again), {(f"q{i}", t, 0) for i in range(2) for t in ("down", "up")})
 
@@ -182,19 +187,125 @@ def test_resume_requests_only_missing(tmp_path: Path, server: FaultServer, quest
     assert len(server.requests) - before == 2 * 3 + 2 * 1  # two new questions, one more sample of the old
     assert result.stats["r"].skipped == 4
     _assert_once(_records(result), {(f"q{i}", "r", s) for i in range(4) for s in range(3)})
-    # A teacher whose model changed under the same name is refused.
+    # A teacher whose model or params changed under the same name is refused, naming what changed.
     changed = _teachers(tmp_path, server, [{"name": "r", "model": "other"}], "changed.yaml")
-    with pytest.raises(ValueError, match="teacher r: model or params differ"):
+    with pytest.raises(ConfigError, match="other settings \\(teacher r model 'ignore-n\\+resume' -> 'other'; "):
         _collect(tmp_path, questions, changed, limit=4)
+    hotter = _teachers(tmp_path, server, [{"name": "r", "model": "ignore-n+resume", "params": {"temperature": 1}}],
+                       "hotter.yaml")
+    with pytest.raises(ConfigError, match="teacher r params changed"):
+        _collect(tmp_path, questions, hotter, limit=4)
+    # A new teacher beside the old one is a resume: only its own records are requested.
+    both = _teachers(tmp_path, server, [{"name": "r", "model": "ignore-n+resume"}, {"name": "new", "model": "ok-new"}],
+                     "both.yaml")
+    result = _collect(tmp_path, questions, both, samples=3, limit=4)
+    assert result.stats["r"].skipped == 12 and result.stats["new"].ok == 12
+    stored = json.loads(run_config_path(result.out_path).read_text())
+    assert list(stored["teachers"]) == ["r", "new"] and stored["stage"] == "collect"
+
+
+def test_changed_prompt_is_refused_and_overwrite_starts_again(tmp_path: Path, server: FaultServer,
+                                                              questions: Path) -> None:
+    teachers = _teachers(tmp_path, server, [{"name": "p", "model": "ok-prompt"}])
+    first = _collect(tmp_path, questions, teachers, limit=2)
+    fp = json.loads(first.config_path.read_text())["fingerprint"]
+    assert fp["prompt_template"] == DEFAULT_PROMPT and fp["task"] == str(questions.resolve())  # resolved
+    before = first.out_path.read_text()
+    for change, what in [({"prompt_template": "Solve: {problem}"}, "prompt_template"),
+                         ({"system_prompt": "Be brief."}, "system_prompt None -> 'Be brief.'")]:
+        with pytest.raises(ConfigError, match=f"other settings \\({re.escape(what)}.*new --out, --overwrite"):
+            _collect(tmp_path, questions, teachers, limit=2, **change)
+        assert first.out_path.read_text() == before  # nothing mixed in, the saved config untouched
+        assert json.loads(first.config_path.read_text())["fingerprint"] == fp
+    again = _collect(tmp_path, questions, teachers, limit=2, prompt_template="Solve: {problem}", overwrite=True)
+    records = _records(again)
+    assert again.stats["p"].skipped == 0 and len(records) == 2  # the old records are gone, not mixed
+    sent = [r["body"]["messages"][-1]["content"] for r in server.requests if r["model"] == "ok-prompt"]
+    assert sent[-1].startswith("Solve: ")
+    assert json.loads(again.config_path.read_text())["fingerprint"]["prompt_template"] == "Solve: {problem}"
+    # --overwrite with unchanged settings is just a resume.
+    assert _collect(tmp_path, questions, teachers, limit=2, prompt_template="Solve: {problem}",
+                    overwrite=True).stats["p"].skipped == 2
+
+
+def test_all_requests_failed_exits_non_zero(tmp_path: Path, questions: Path) -> None:
+    port = free_port()  # nothing listens there
+    teachers = tmp_path / "teachers.yaml"
+    teachers.write_text(yaml.safe_dump({"teachers": [{"name": "gone", "base_url": f"http://127.0.0.1:{port}/v1",
+                                                      "model": "m"}]}))
+    out = tmp_path / "traces.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "forkctl", "collect", "--task", str(questions), "--teachers",
+                           str(teachers), "--out", str(out), "--limit", "2", "--samples", "2", "--max-retries", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "FORKCTL_DEBUG": ""})
+    assert proc.returncode == 2, proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "all 4 requests failed (first error: connection error" in error[0], proc.stderr
+    assert "--retry-failed" in error[0]
+    assert "collect: 4/4 (failed 4 · retried 0)" in proc.stderr  # the progress ends on the true count
+    assert "gone" in proc.stdout  # the summary table
+    assert len(_records(out)) == 4 and not any(r.ok for r in _records(out))
+
+
+def test_partial_failure_returns_with_the_failures_counted(tmp_path: Path, server: FaultServer,
+                                                          questions: Path) -> None:
+    teachers = _teachers(tmp_path, server, [{"name": "down", "model": "500-always"}, {"name": "up", "model": "ok-p"}])
+    result = _collect(tmp_path, questions, teachers, limit=2, max_retries=0)  # no NothingCollected: some succeeded
+    assert (result.ok, result.failed) == (2, 2)
+    with pytest.raises(NothingCollected, match="all 2 requests failed \\(first error: HTTP 500"):
+        _collect(tmp_path, questions, teachers, limit=2, max_retries=0, retry_failed=True)
+
+
+def test_identical_samples_and_teachers_warn(tmp_path: Path, server: FaultServer, questions: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    specs = [{"name": "stuck", "model": "greedy", "samples": 2, "params": {"temperature": 0.3}},
+             {"name": "twin", "model": "greedy+ignore-n", "samples": 2, "params": {"temperature": 0.9}},
+             {"name": "cold", "model": "greedy+cold", "samples": 2, "params": {"temperature": 0}},
+             {"name": "fine", "model": "ok-w", "samples": 2, "params": {"temperature": 0.7}}]
+    result = _collect(tmp_path, questions, _teachers(tmp_path, server, specs), limit=3)
+    err = capsys.readouterr().err
+    assert "teacher stuck: its samples were identical for 3 of 3 questions although its temperature is 0.3" in err
+    assert "teacher twin: its samples were identical" in err
+    assert "teacher cold" not in err and "teacher fine" not in err  # greedy by choice; sampling really
+    assert "teachers stuck and twin returned identical text for 3 questions" in err
+    assert "teachers cold and stuck" in err and "fine" not in err
+    assert len(result.warnings) == 5
+
+
+def test_rate_limiter_schedule() -> None:
+    """The limiter's own promise: the k-th start is at least k intervals after the first slot, whatever the load
+    (a busy machine only wakes sleepers later), and a Retry-After pause pushes every later start back."""
+    async def starts(limiter: RateLimiter, n: int) -> list[float]:
+        async def one() -> float:
+            await limiter.wait()
+            return time.monotonic()
+        return sorted(await asyncio.gather(*(one() for _ in range(n))))
+
+    limiter = RateLimiter(1200)  # one every 0.05 s
+    slots = [limiter.reserve() for _ in range(4)]
+    assert [round(b - a, 9) for a, b in zip(slots, slots[1:])] == [0.05] * 3  # evenly spaced, from the first
+    limiter = RateLimiter(1200)
+    begin = time.monotonic()
+    times = asyncio.run(starts(limiter, 5))
+    assert all(t - begin >= k * 0.05 - 0.002 for k, t in enumerate(times)), [t - begin for t in times]
+    limiter.pause(0.2)
+    assert limiter.reserve() - time.monotonic() >= 0.2 - 0.01
+    assert RateLimiter(None).reserve() <= time.monotonic()  # no limit: no wait
 
 
 def test_rpm_and_concurrency_limits(tmp_path: Path, server: FaultServer, questions: Path) -> None:
     teachers = _teachers(tmp_path, server, [{"name": "slowpoke", "model": "ignore-n+rpm", "rpm": 600,
-                                             "concurrency": 8}])
+                                             "concurrency": 8},
+                                            {"name": "narrow", "model": "ignore-n+delay:0.15+narrow",
+                                             "concurrency": 2}])
+    begin = time.monotonic()  # the server runs in this process: the same clock
     _collect(tmp_path, questions, teachers, limit=6)
     times = sorted(r["time"] for r in server.requests if r["model"] == "ignore-n+rpm")
     assert len(times) == 6
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.1 - 0.02  # 600 rpm: one every 0.1 s
+    # 600 rpm: the k-th request reaches the server no sooner than k * 0.1 s after the run began. Load only delays
+    # requests (it may bunch two arrivals, so gaps between arrivals are no test), never brings one forward.
+    assert all(t - begin >= k * 0.1 for k, t in enumerate(times)), [round(t - begin, 3) for t in times]
+    # Concurrency, counted by the server: never more than 2 requests of "narrow" open at once, and it did use 2.
+    assert server.max_in_flight["ignore-n+delay:0.15+narrow"] == 2
 
 
 def test_no_api_key_anywhere(tmp_path: Path, server: FaultServer, questions: Path,
@@ -325,11 +436,12 @@ def test_collect_then_filter_cli(tmp_path: Path, server: FaultServer, questions:
     for ts in trace_sets:
         assert len(ts.traces) == 4
         assert {t.teacher for t in ts.traces} == {"r1", "g", "oss-high"}  # truncated oss-med dropped
-        assert ts.answer == str(2 * int(ts.id[1:]))  # the gold answer is kept even in majority mode
+        assert ts.answer == expected_answer(ts.problem)  # the answer the traces agree on, not the gold one
         assert all(f"\\boxed{{{expected_answer(ts.problem)}}}" in t.text for t in ts.traces)  # the majority
         r1 = next(t for t in ts.traces if t.teacher == "r1")
         assert "</think>" in r1.text and r1.text.rstrip().endswith("$.")  # reasoning, then the answer
     assert "truncated" in proc.stdout
+    assert "3 question(s) kept by majority disagree with their gold answer" in " ".join(proc.stderr.split())
     bad = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(out), "--task",
                           str(questions), "--mode", "vote"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--mode" in bad.stderr and "vote" in bad.stderr

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from forkctl.filter import FilterConfig, jaccard, run_filter, shingles, summary_tables, trace_text
+from forkctl.filter import FilterConfig, NothingKept, jaccard, run_filter, shingles, summary_tables, trace_text
 from forkctl.records import RecordError, TeacherResponse, TraceSet, read_records, write_records
+
+REPO = Path(__file__).resolve().parents[1]
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "
          "phi chi psi omega one two three four five six seven eight nine ten").split()
@@ -42,9 +47,18 @@ def _files(tmp_path: Path, questions: list[dict[str, Any]], records: list[dict[s
     return qpath, tpath
 
 
-def _filter(tmp_path: Path, questions: list[dict], records: list[dict], **kw: Any):
-    qpath, tpath = _files(tmp_path, questions, records)
-    result = run_filter(FilterConfig(traces=str(tpath), task=str(qpath), out=str(tmp_path / "sets.jsonl"), **kw))
+def _filter(tmp_path: Path, questions: list[dict] | str, records: list[dict], min_votes: int | None = None,
+            **kw: Any):
+    """Filter ``records`` against ``questions`` (a list written to a file, or a task name)."""
+    if isinstance(questions, str):
+        qpath, tpath = questions, tmp_path / "traces.jsonl"
+        write_records(tpath, records)
+    else:
+        qpath, tpath = _files(tmp_path, questions, records)
+    cfg = FilterConfig(traces=str(tpath), task=str(qpath), out=str(tmp_path / "sets.jsonl"), **kw)
+    if min_votes is not None:
+        cfg.min_votes = min_votes  # type: ignore[attr-defined]  # until FilterConfig declares it
+    result = run_filter(cfg)
     sets = {s.id: s for s in read_records(result.out_path, TraceSet)}  # the output validates as trace sets
     return result, sets
 
@@ -164,6 +178,73 @@ def test_last_record_of_a_key_wins_and_unknown_questions_error(tmp_path: Path) -
 
 
 def test_reference_mode_without_gold_drops_question(tmp_path: Path) -> None:
-    result, sets = _filter(tmp_path, [{"id": "q", "problem": "p"}], [_rec("q", "A", 0, "2")])
-    assert not sets and result.per_question["q"].note == "no gold answer"
-    assert json.loads(result.summary_path.read_text())["per_question"]["q"]["note"] == "no gold answer"
+    with pytest.raises(NothingKept, match="kept no trace sets: 1 no gold answer") as caught:
+        _filter(tmp_path, [{"id": "q", "problem": "p"}], [_rec("q", "A", 0, "2")])
+    result = caught.value.result
+    assert result.per_question["q"].note == "no gold answer"
+    summary = json.loads(result.summary_path.read_text())  # written before the refusal
+    assert summary["per_question"]["q"]["note"] == "no gold answer"
+    assert summary["stage"] == "filter" and summary["fingerprint"]["mode"] == "reference" and "packages" in summary
+    assert read_records(result.out_path, TraceSet) == []
+
+
+def test_majority_quorum_counts_every_response_and_needs_votes(tmp_path: Path) -> None:
+    questions = [{"id": "lone", "problem": "p1", "answer": "8"}, {"id": "few", "problem": "p2", "answer": "8"},
+                 {"id": "half", "problem": "p3", "answer": "8"}, {"id": "one", "problem": "p4", "answer": "8"}]
+    records = [_rec("lone", "A", 0, "3"), _rec("lone", "B", 0, None), _rec("lone", "C", 0, None),  # 1 answer of 4
+               _rec("lone", "D", 0, "3", finish="length"),
+               _rec("few", "A", 0, "8"), _rec("few", "B", 0, "8"), _rec("few", "C", 0, None),  # 2 of 5: < 0.5
+               _rec("few", "D", 0, None), _rec("few", "E", 0, None),
+               _rec("half", "A", 0, "8"), _rec("half", "B", 0, "8"), _rec("half", "C", 0, None),  # 2 of 4
+               _rec("half", "D", 0, None, error="HTTP 500: boom"),  # a failed request is no response: 2 of 3
+               _rec("one", "A", 0, "8")]  # a single response is one vote: under min_votes 2
+    result, sets = _filter(tmp_path, questions, records, mode="majority", quorum=0.5)
+    assert set(sets) == {"half"}
+    assert {result.per_question[q].note for q in ("lone", "few", "one")} == {"no majority"}
+    assert result.per_teacher["A"]["wrong"] == 3  # lone, few and one: nothing agreed on
+    _, sets = _filter(tmp_path, questions, records, mode="majority", quorum=0.5, min_votes=1)
+    assert set(sets) == {"half", "one"}
+
+
+def test_majority_answer_is_the_agreed_one_and_gold_disagreement_warns(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    questions = [{"id": "q", "problem": "p", "answer": "8"}, {"id": "ok", "problem": "p2", "answer": "0.5"}]
+    records = [_rec("q", "A", 0, "3"), _rec("q", "B", 0, "3"), _rec("q", "C", 0, "8"),
+               _rec("ok", "A", 0, "\\frac{1}{2}"), _rec("ok", "B", 0, "1/2")]
+    result, sets = _filter(tmp_path, questions, records, mode="majority")
+    assert sets["q"].answer == "3" and all("\\boxed{3}" in t.text for t in sets["q"].traces)
+    assert sets["ok"].answer == "\\frac{1}{2}"  # equivalent to the gold answer: no warning for it
+    assert result.per_question["q"].gold_disagrees and not result.per_question["ok"].gold_disagrees
+    err = capsys.readouterr().err
+    assert "1 question(s) kept by majority disagree with their gold answer" in err and "majority '3'" in err
+
+
+def test_synthetic_questions_use_the_synthetic_judge(tmp_path: Path) -> None:
+    """Synthetic answers ('answer=7') mean nothing to Math-Verify: the task's own checker must judge them."""
+    from forkctl.tasks.synthetic import SyntheticTask, parse_problem, solve
+
+    q0, q1 = SyntheticTask().load()[:2]
+    p0, p1 = parse_problem(q0.problem), parse_problem(q1.problem)
+    wrong = solve(p0, "forward").rsplit("=", 1)[0] + f"={(p0.answer + 1) % 10}"
+    records = [_rec(q0.id, "A", 0, None, text=solve(p0, "forward")), _rec(q0.id, "B", 0, None, text=wrong),
+               _rec(q0.id, "C", 0, None, text=solve(p0, "backward")),
+               _rec(q1.id, "A", 0, None, text=solve(p1, "direct"))]
+    result, sets = _filter(tmp_path, "synthetic", records, dedup_threshold=1.0)
+    assert set(sets) == {q0.id, q1.id}
+    assert [t.teacher for t in sets[q0.id].traces] == ["A", "C"] and sets[q0.id].answer == str(p0.answer)
+    assert result.per_teacher["B"]["wrong"] == 1
+    # Majority mode groups by the synthetic answer too: the two correct traces outvote the wrong one.
+    _, sets = _filter(tmp_path, "synthetic", records, mode="majority", dedup_threshold=1.0)
+    assert set(sets) == {q0.id} and sets[q0.id].answer == str(p0.answer)
+
+
+def test_filter_keeping_nothing_exits_non_zero(tmp_path: Path) -> None:
+    qpath, tpath = _files(tmp_path, [{"id": "q", "problem": "p", "answer": "2"}], [_rec("q", "A", 0, "5")])
+    out = tmp_path / "sets.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "forkctl", "filter", "--traces", str(tpath), "--task", str(qpath),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FORKCTL_DEBUG": ""})
+    assert proc.returncode == 2, proc.stderr
+    assert "kept no trace sets: 1 no correct traces" in proc.stderr and proc.stderr.count("error:") == 1
+    assert out.exists() and out.with_name("sets.summary.json").exists()
+    assert "per question" in proc.stdout  # the summary tables, shown before the refusal

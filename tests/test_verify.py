@@ -15,6 +15,24 @@ from forkctl.verify.math import MathJudge, extract_answer, judge_answers, normal
     ("Answer: $x+1$", "x+1"),
     ("no answer here", None),
     ("unclosed \\boxed{12", None),
+    # The forms real models write (issue 14), each as a row: text -> the answer.
+    ("The answer is: 8", "8"),
+    ("The answer is:\n\n$$8$$", "8"),
+    ("the final answer is: $8$", "8"),
+    ("The answer is $\\text{8.}$", "8"),
+    ("#### 8", "8"),
+    ("Natalia sold 48 clips.\n#### 72", "72"),
+    ("Final answer: 8", "8"),
+    ("The answer is **8**", "8"),
+    ("**Final Answer:** 8", "8"),
+    ("We simplify.\n\n$$\\frac{1}{2}$$", "\\frac{1}{2}"),
+    ("We simplify.\n\\[ 12 \\]", "12"),
+    ("The answer is 3.5.", "3.5"),
+    ("answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+    ("The answer is \\boxed{5}. Then answer: 7", "5"),  # boxed stays first
+    ("The answer is $\\boxed{4}$ indeed", "4"),
+    ("First #### 3\nThe answer is 4", "4"),  # the last labelled answer wins
+    ("He answered: 5", None),
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected

@@ -21,16 +21,49 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_ANSWER_IS = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*\$?([^\n$]+?)\$?\s*(?:\.|$)", re.IGNORECASE | re.MULTILINE)
+# "The final answer is: X", "Answer: X", "**Final Answer:** X": a label, then what follows it (bold marks and
+# "is"/":" in any of the forms models write them).
+_ANSWER_LABEL = re.compile(r"\b(?:final\s+)?answer\b\**\s*(?:is\b\s*:?|:)\**\s*", re.IGNORECASE)
+_HASHES = re.compile(r"^\s*####\s*(\S.*?)\s*$", re.MULTILINE)  # GSM8K's "#### 8"
+# A response ending in display math ($$...$$ or \[...\]), optionally with a final period.
+_TRAILING_DISPLAY = re.compile(r"(?:\$\$(.+?)\$\$|\\\[(.+?)\\\])\s*\.?\s*$", re.DOTALL)
+# The unit right after a label: display math, inline math, bold, else the rest of the line.
+_UNIT = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$(.+?)\$|\\\((.+?)\\\)|\*\*(.+?)\*\*|([^\n]+)", re.DOTALL)
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer of a response: the last ``\\boxed{...}``, else the last "answer is X", else None."""
+    """The final answer of a response, by priority: the last ``\\boxed{...}``; else the last labelled answer
+    ("the answer is X", "final answer: X", "#### X", whichever comes last); else a closing ``$$...$$`` line."""
     boxed = _last_boxed(text)
     if boxed is not None:
         return boxed.strip() or None
-    matches = _ANSWER_IS.findall(text)
-    return matches[-1].strip() if matches else None
+    labelled = [(m.end(), text[m.end():]) for m in _ANSWER_LABEL.finditer(text)]
+    labelled += [(m.start(1), m.group(1)) for m in _HASHES.finditer(text)]
+    for _, rest in sorted(labelled, reverse=True):
+        answer = _first_unit(rest)
+        if answer:
+            return answer
+    display = _TRAILING_DISPLAY.search(text.strip())
+    if display:
+        return _clean(display.group(1) or display.group(2)) or None
+    return None
+
+
+def _first_unit(rest: str) -> str | None:
+    """The answer written right after a label: ``$8$``, ``$$8$$`` (maybe on a later line), ``**8**`` or ``8.``."""
+    m = _UNIT.match(rest.lstrip())
+    if m is None:
+        return None
+    return _clean(next(g for g in m.groups() if g is not None)) or None
+
+
+def _clean(answer: str) -> str:
+    """Strip what wraps an answer but is not part of it: ``\\text{8.}``, bold, dollars, a final period."""
+    boxed = _last_boxed(answer)
+    s = boxed if boxed is not None else answer
+    s = re.sub(r"\\(?:text|textbf|mathrm|mathbf)\{([^{}]*)\}", r"\1", s)
+    s = s.strip().strip("*").strip("$").strip()
+    return s.rstrip(".").strip()
 
 
 def _last_boxed(text: str) -> str | None:
