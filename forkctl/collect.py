@@ -108,7 +108,9 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
     cfg.validate()
     teachers = load_teachers(cfg.teachers)  # type: ignore[arg-type]
     keys = _api_keys(teachers)
+    given_template = cfg.prompt_template
     task, questions = _load_questions(cfg)
+    users = {q.id: task.user_message(q, given_template) for q in questions}  # the task words it (LCB: starter code)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
@@ -130,7 +132,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
                 echoes.add(record)
                 bar.advance(1, _status(stats))
 
-            asyncio.run(_collect_all(cfg, teachers, keys, jobs, stats, write, _answer_extractor(task)))
+            asyncio.run(_collect_all(cfg, teachers, keys, jobs, stats, write, task.extract_answer, users))
             bar.advance(0, _status(stats))  # the closing line states the true counts, unsent ones included
     result = CollectResult(out, config_path, teachers, stats, time.monotonic() - start, echoes.warnings(teachers))
     for message in result.warnings:
@@ -181,7 +183,7 @@ def _api_keys(teachers: list[Teacher]) -> dict[str, str]:
 def _load_questions(cfg: CollectConfig) -> tuple[Any, list[Question]]:
     from forkctl.tasks import get_task
 
-    task = get_task(cfg.task)  # type: ignore[arg-type]
+    task = get_task(cfg.task, **cfg.task_options())  # type: ignore[arg-type]
     cfg.prompt_template = cfg.prompt_template or task.prompt_template  # resolved: the fingerprint holds the text
     questions = task.load()
     if cfg.limit is not None:
@@ -201,17 +203,6 @@ def _task_id(spec: str) -> str:
     from forkctl.tasks import REGISTRY
 
     return spec if spec in REGISTRY else str(Path(spec).resolve())
-
-
-def _answer_extractor(task: Any) -> Callable[[str], str | None]:
-    """The task's own extraction when it has one; else the math one. The recorded ``answer`` is for reading the
-    records: filter judges every response again through the task."""
-    own = getattr(task, "extract_answer", None)
-    if callable(own):
-        return own
-    from forkctl.verify.math import extract_answer
-
-    return extract_answer
 
 
 class _exclusive:
@@ -385,7 +376,7 @@ class _TeacherRunner:
 
     def __init__(self, t: Teacher, api_key: str, cfg: CollectConfig, global_sem: asyncio.Semaphore,
                  stats: TeacherStats, write: Callable[[TeacherResponse], None],
-                 extract: Callable[[str], str | None]) -> None:
+                 extract: Callable[[str], str | None], users: dict[str, str]) -> None:
         from openai import AsyncOpenAI
 
         self.t, self.cfg, self.global_sem, self.stats, self.write = t, cfg, global_sem, stats, write
@@ -395,7 +386,7 @@ class _TeacherRunner:
         self.client = AsyncOpenAI(base_url=t.base_url, api_key=api_key, timeout=t.timeout or cfg.timeout,
                                   max_retries=0)
         self.limiter = RateLimiter(t.rpm)
-        self.template: str = cfg.prompt_template or "{problem}"
+        self.users = users  # question id -> the user message
         self.messages_prefix = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
 
     async def run(self, jobs: list[tuple[Question, list[int]]]) -> None:
@@ -420,7 +411,7 @@ class _TeacherRunner:
         unsent only if the teacher was aborted."""
         remaining = list(missing)
         messages = [*self.messages_prefix,
-                    {"role": "user", "content": self.template.replace("{problem}", q.problem)}]
+                    {"role": "user", "content": self.users[q.id]}]
         while remaining and not self.stats.aborted:
             try:
                 reply = await self._request(messages, len(remaining) if self.t.send_n else 1)
@@ -592,9 +583,10 @@ def _retry_after(headers: Any) -> float | None:
 
 async def _collect_all(cfg: CollectConfig, teachers: list[Teacher], keys: dict[str, str],
                        jobs: dict[str, list[tuple[Question, list[int]]]], stats: dict[str, TeacherStats],
-                       write: Callable[[TeacherResponse], None], extract: Callable[[str], str | None]) -> None:
+                       write: Callable[[TeacherResponse], None], extract: Callable[[str], str | None],
+                       users: dict[str, str]) -> None:
     global_sem = asyncio.Semaphore(cfg.concurrency)
-    runners = [_TeacherRunner(t, keys[t.name], cfg, global_sem, stats[t.name], write, extract) for t in teachers
+    runners = [_TeacherRunner(t, keys[t.name], cfg, global_sem, stats[t.name], write, extract, users) for t in teachers
                if jobs[t.name]]
     await asyncio.gather(*(r.run(jobs[r.t.name]) for r in runners))
 

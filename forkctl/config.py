@@ -198,8 +198,10 @@ class CollectConfig(RunOptions, CodeTaskOptions, PromptOptions):
                                      "rpm, params, price, timeout, send_n. See examples/teachers.yaml.")
     samples: int = opt(1, "Samples per teacher per question (a teacher's own 'samples' wins).", ge=1)
     out: str = opt("runs/traces.jsonl", "Output JSONL, one response per line. Rerunning the same command requests "
-                                        "only the (question, teacher, sample) not yet recorded; the resolved "
-                                        "config is saved beside it as <name>.config.json.")
+                                        "only the (question, teacher, sample) not yet recorded (new teachers and "
+                                        "more samples are added); a rerun with another task, prompt, system prompt "
+                                        "or teacher model/params is refused (see --overwrite). The resolved config "
+                                        "is saved beside it as <name>.config.json.")
     concurrency: int = opt(DEFAULT_COLLECT_CONCURRENCY, "Requests in flight over all teachers (each teacher also "
                                                         "has its own 'concurrency', defaulting to this).", ge=1)
     timeout: float = opt(600.0, "Per-request timeout in seconds (a teacher's 'timeout' wins).", gt=0)
@@ -237,10 +239,15 @@ class FilterConfig(RunOptions, CodeTaskOptions):
     max_traces: int = opt(4, "M: traces kept per question at most (as many different teachers as possible).",
                           ge=1)
     min_traces: int = opt(1, "Drop questions left with fewer traces than this.", ge=1)
-    mode: FilterMode = opt("reference", "reference: keep answers equivalent to the gold answer (the task's "
-                                        "judge); majority: group answers by equivalence and keep the largest group "
-                                        "when it holds at least --quorum of the answers (a tie keeps nothing).")
-    quorum: float = opt(0.5, "majority mode: share of the answered responses the largest group needs.", gt=0, le=1)
+    mode: FilterMode = opt("reference", "reference: keep answers the task's judge finds correct (math: equivalent "
+                                        "to the gold answer; code: the program passes every test); majority: group "
+                                        "answers by equivalence and keep the largest group when it has --min-votes "
+                                        "members and --quorum of the responses (a tie keeps nothing); the answer "
+                                        "the traces agree on becomes the trace set's answer.")
+    quorum: float = opt(0.5, "majority mode: share of all the question's responses (answered or not; failed "
+                             "requests excluded) the largest group needs.", gt=0, le=1)
+    min_votes: int = opt(2, "majority mode: fewest agreeing responses the largest group needs (one answer alone is "
+                            "no majority).", ge=1)
     dedup_threshold: float = opt(0.8, "Drop a trace whose word 5-gram Jaccard similarity with a kept one is at "
                                       "least this (1.0 drops only exact copies).", gt=0, le=1)
     tokenizer: str | None = opt(None, "Tokenizer (local dir or name) measuring --max-tokens.")

@@ -31,7 +31,6 @@ from forkctl.teachers import teacher_order
 
 # Why a response is not in the output, in the order the checks run (the summary's per-teacher columns).
 DROP_REASONS = ("failed", "truncated", "wrong", "too_long", "duplicate", "surplus", "too_few")
-DEFAULT_MIN_VOTES = 2  # until FilterConfig declares min_votes
 
 
 @dataclass
@@ -82,7 +81,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     cfg.validate()
     from forkctl.tasks import get_task
 
-    task = get_task(cfg.task)  # type: ignore[arg-type]
+    task = get_task(cfg.task, **cfg.task_options())  # type: ignore[arg-type]
     questions = task.load()
     by_question, teachers = _group(Path(cfg.traces), {q.id for q in questions})  # type: ignore[arg-type]
     per_teacher: dict[str, Counter] = {t: Counter() for t in teachers}
@@ -129,11 +128,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
 def _fingerprint(cfg: FilterConfig) -> dict[str, Any]:
     """What decides the output: the traces file as it is now, and every setting but where to write."""
     settings = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("out", "quiet", "overwrite")}
-    return {**settings, "traces": file_identity(cfg.traces), "min_votes": _min_votes(cfg)}  # type: ignore[arg-type]
-
-
-def _min_votes(cfg: FilterConfig) -> int:
-    return int(getattr(cfg, "min_votes", DEFAULT_MIN_VOTES))
+    return {**settings, "traces": file_identity(cfg.traces)}  # type: ignore[arg-type]
 
 
 def _why_dropped(outcome: QuestionOutcome) -> str:
@@ -211,7 +206,7 @@ def _judge(cfg: FilterConfig, task: Any, questions: list[Question], candidates: 
             if all(s.correct is None for s in scored):
                 outcome.note = "no gold answer"
         else:
-            ok = _majority([s.answer_class for s in scored], voters[q.id], cfg.quorum, _min_votes(cfg))
+            ok = _majority([s.answer_class for s in scored], voters[q.id], cfg.quorum, cfg.min_votes)
             if any(ok):
                 member = scored[ok.index(True)]
                 outcome.majority = agreed[q.id] = member.answer

@@ -57,7 +57,7 @@ def _filter(tmp_path: Path, questions: list[dict] | str, records: list[dict], mi
         qpath, tpath = _files(tmp_path, questions, records)
     cfg = FilterConfig(traces=str(tpath), task=str(qpath), out=str(tmp_path / "sets.jsonl"), **kw)
     if min_votes is not None:
-        cfg.min_votes = min_votes  # type: ignore[attr-defined]  # until FilterConfig declares it
+        cfg.min_votes = min_votes
     result = run_filter(cfg)
     sets = {s.id: s for s in read_records(result.out_path, TraceSet)}  # the output validates as trace sets
     return result, sets
@@ -248,3 +248,18 @@ def test_filter_keeping_nothing_exits_non_zero(tmp_path: Path) -> None:
     assert "kept no trace sets: 1 no correct traces" in proc.stderr and proc.stderr.count("error:") == 1
     assert out.exists() and out.with_name("sets.summary.json").exists()
     assert "per question" in proc.stdout  # the summary tables, shown before the refusal
+
+
+def test_code_traces_are_kept_when_their_program_passes_every_test(tmp_path: Path) -> None:
+    """Code questions (a LiveCodeBench-style file) are judged by running the programs: the failing trace goes."""
+    from tests.code_cases import DAYS_MAIN_GUARD, DAYS_WRONG, SECOND_LARGEST, load_sample
+
+    rows = load_sample()
+    questions = [rows["lcb-v5-000"], rows["lcb-v5-001"]]
+    fence = "```"
+    records = [_rec(q, t, 0, None, text=f"Plan first.\n{fence}python\n{code.strip()}\n{fence}\n")
+               for q, t, code in [("lcb-v5-000", "a", SECOND_LARGEST), ("lcb-v5-000", "b", DAYS_WRONG),
+                                  ("lcb-v5-001", "a", DAYS_MAIN_GUARD), ("lcb-v5-001", "b", DAYS_WRONG)]]
+    result, sets = _filter(tmp_path, questions, records, dedup_threshold=1.0)
+    kept = {qid: [t.teacher for t in ts.traces] for qid, ts in sets.items()}
+    assert kept == {"lcb-v5-000": ["a"], "lcb-v5-001": ["a"]}

@@ -35,6 +35,10 @@ class Task(ABC):
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
         """Judge several questions' responses at once (lets judges batch work in a process pool)."""
 
+    def extract_answer(self, text: str) -> str | None:
+        """The answer a response states, for reading records (judging is ``score``'s)."""
+        return None
+
     def user_message(self, question: Question, template: str | None = None) -> str:
         """The user turn for a question: ``template`` (the user's ``--prompt-template``, else the task's own)
         with ``{problem}`` replaced."""

@@ -90,6 +90,9 @@ class LCBTask(Task):
     def prompt(self, q: Question) -> str:
         return build_prompt(q.problem, _field(q, "starter_code"))
 
+    def extract_answer(self, text: str) -> str | None:
+        return extract_code(text) or None
+
     def user_message(self, question: Question, template: str | None = None) -> str:
         """LiveCodeBench's prompt (it depends on the starter code), unless the user gives a template."""
         return template.replace("{problem}", question.problem) if template else self.prompt(question)

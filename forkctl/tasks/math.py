@@ -42,6 +42,9 @@ class MathTask(Task):
         self.source = f"hub:{self.hub_id}:{self.split}"
         return _load_from_hub(self.hub_id, self.split)
 
+    def extract_answer(self, text: str) -> str | None:
+        return extract_answer(text)
+
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
         answers = [[extract_answer(t) for t in texts] for _, texts in items]
         judgements = get_math_judge().judge_many([(q.answer, a) for (q, _), a in zip(items, answers)])

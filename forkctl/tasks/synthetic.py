@@ -257,6 +257,9 @@ class SyntheticTask(Task):
                 for i, p in enumerate(generate_problems(self.count, self.seed, self.split, self.min_items,
                                                         self.max_items))]
 
+    def extract_answer(self, text: str) -> str | None:
+        return extract_answer(text)
+
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
         out = []
         for q, texts in items:
