@@ -28,7 +28,9 @@ from forkctl.metrics import Vote, cons_at_k, cons_native, majority_correct, nmi,
 from forkctl.records import Sample
 
 NGRAM = 5  # word n-gram length for text similarity, as filter's near-duplicate check
-MAX_PAIRS = 50  # text-similarity pairs of each kind per question (exact below; a seeded sample above)
+_WORD = re.compile(r"\w+|[^\w\s]")
+TEXTS_PER_TOKEN = 2  # texts of each token per question compared for similarity (texts can be 10k+ words)
+MAX_PAIRS = 50  # at most this many of their pairs of each kind per question (a seeded sample above)
 
 # --------------------------------------------------------------------------------------------------
 # Grouping
@@ -38,13 +40,13 @@ def fork_key(fork: int | None) -> str:
     return "none" if fork is None else str(fork)
 
 
-def _key_order(key: str) -> tuple[int, int]:
+def key_order(key: str) -> tuple[int, int]:
     """Tokens by number, then "none" (the order metrics.summarize uses)."""
     return (1, 0) if key == "none" else (0, int(key))
 
 
 def sorted_keys(keys: Iterable[str]) -> list[str]:
-    return sorted(set(keys), key=_key_order)
+    return sorted(set(keys), key=key_order)
 
 
 def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
@@ -94,11 +96,11 @@ def group_stats(samples: Sequence[Sample]) -> dict[str, float | int]:
     """The per-token row for one group of samples (all of one token, or all of a run)."""
     n = len(samples)
     lengths = [s.num_tokens for s in samples]
-    per_q: dict[str, set[str]] = defaultdict(set)
+    per_q: dict[str, set[str]] = {}
     for s in samples:
-        per_q[s.question_id]  # a question whose samples have no answer still counts, with 0 answers
+        answers = per_q.setdefault(s.question_id, set())  # a question without any answer counts, with 0
         if s.answer is not None:
-            per_q[s.question_id].add(s.answer)
+            answers.add(s.answer)
     return {
         "n": n,
         "questions": len(per_q),
@@ -200,43 +202,63 @@ def coverage(questions: dict[str, list[Sample]]) -> dict[str, Any]:
 def shingles(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     """Word n-grams of a lowercased text (the words themselves for texts shorter than n words); the same
     tokenisation as filter's near-duplicate check."""
-    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    words = _WORD.findall(text.lower())
     if len(words) < n:
         return {(w,) for w in words}
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return set(zip(*(words[i:] for i in range(n))))
+
+
+def shingle_hashes(text: str, n: int = NGRAM) -> set[int]:
+    """:func:`shingles` as hashes: the same Jaccard (up to 64-bit collisions) at a fraction of the cost, since
+    intersecting int sets never compares tuples of strings."""
+    return set(map(hash, shingles(text, n)))
 
 
 def jaccard(a: set[Any], b: set[Any]) -> float:
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)  # |a ∪ b| without building it
 
 
-def diversity(questions: dict[str, list[Sample]], n: int = NGRAM, max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
+def diversity(questions: dict[str, list[Sample]], n: int = NGRAM, texts_per_token: int = TEXTS_PER_TOKEN,
+              max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
     """Whether the tokens produce different things, as numbers: over pairs of samples of the same question,
     answer disagreement (different answer classes) and text similarity (word n-gram Jaccard), for pairs of
     different tokens ("across") and of the same token ("within"). Each is the mean over questions of the mean over
     that question's pairs (questions without such a pair are left out). Collapse: across ≈ within.
-    Similarity uses at most ``max_pairs`` pairs of each kind per question (a seeded sample): long reasoning texts
-    make every pair cost a set intersection of thousands of n-grams.
+
+    Disagreement uses every pair. Similarity reads long reasoning texts, so it uses each token's first
+    ``texts_per_token`` samples of a question and at most ``max_pairs`` of their pairs of each kind (a sample seeded
+    by the question id): a bounded cost per question however many samples there are.
     With a ``strategy`` on the samples (the synthetic task): the strategy-by-token counts and NMI(token; strategy).
     """
     acc: dict[str, list[float]] = {"disagree_across": [], "disagree_within": [], "similar_across": [],
                                    "similar_within": []}
     for qid, rows in questions.items():
         classes = [answer_class(s) for s in rows]
-        grams: dict[int, set[tuple[str, ...]]] = {}
+        seen: Counter[int | None] = Counter()
+        texts = []  # indices of the samples whose texts are compared
+        for k, s in enumerate(rows):
+            seen[s.fork] += 1
+            if seen[s.fork] <= texts_per_token:
+                texts.append(k)
+        grams: dict[int, set[int]] = {}
         for where in ("across", "within"):
-            pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))
-                     if (rows[i].fork != rows[j].fork) == (where == "across")]
+            def kind(i: int, j: int) -> bool:
+                return (rows[i].fork != rows[j].fork) == (where == "across")
+
+            pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows)) if kind(i, j)]
             if not pairs:
                 continue
             acc[f"disagree_{where}"].append(_mean(float(classes[i] != classes[j]) for i, j in pairs))
+            pairs = [(i, j) for a, i in enumerate(texts) for j in texts[a + 1:] if kind(i, j)]
             if len(pairs) > max_pairs:
                 pairs = random.Random(f"{qid}|{where}").sample(pairs, max_pairs)
             for k in {k for pair in pairs for k in pair} - set(grams):
-                grams[k] = shingles(rows[k].text, n)
-            acc[f"similar_{where}"].append(_mean(jaccard(grams[i], grams[j]) for i, j in pairs))
+                grams[k] = shingle_hashes(rows[k].text, n)
+            if pairs:
+                acc[f"similar_{where}"].append(_mean(jaccard(grams[i], grams[j]) for i, j in pairs))
     out: dict[str, Any] = {name: (_mean(v) if v else None) for name, v in acc.items()}
     out["ngram"] = n
     samples = [s for rows in questions.values() for s in rows]

@@ -136,7 +136,7 @@ def _guess_mode(samples: list[Sample]) -> str:
 
 def question_report(qid: str, samples: list[Sample]) -> dict[str, Any]:
     """Every sample of one question, grouped by token (tokens in order, samples in order)."""
-    ordered = sorted(samples, key=lambda s: (A._key_order(A.fork_key(s.fork)), s.sample))
+    ordered = sorted(samples, key=lambda s: (A.key_order(A.fork_key(s.fork)), s.sample))
     return {"question_id": qid, "samples": [
         {"fork": A.fork_key(s.fork), "sample": s.sample, "answer": s.answer, "correct": s.correct,
          "num_tokens": s.num_tokens, "finish_reason": s.finish_reason, "text": s.text} for s in ordered]}

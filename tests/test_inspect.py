@@ -348,3 +348,18 @@ def test_user_errors(runs: dict[str, Path], tmp_path: Path) -> None:
     # a path to samples.jsonl stands for its folder
     report = run_inspect([str(runs["a"] / "samples.jsonl")], fmt="json", console=_console())
     assert report["per_fork"]["1"]["n"] == 4
+
+
+def test_similarity_cost_caps() -> None:
+    from forkctl.records import Sample
+
+    questions = analysis.by_question(Sample.from_dict(s) for s in A_SAMPLES)
+    # one text per token per question: q1 compares s0 {alpha,beta,gamma} with s1 {delta,epsilon}: 0; q2 alpha vs
+    # delta: 0; no same-token pair is left. Disagreement still uses every pair (.75 / .5 as above).
+    d = analysis.diversity(questions, texts_per_token=1)
+    assert (d["similar_across"], d["similar_within"]) == (0.0, None)
+    assert (d["disagree_across"], d["disagree_within"]) == pytest.approx((0.75, 0.5))
+    # one seeded pair of each kind: q1's across value is one of its four pairs' (0, 1/5, 0, 1/4), q2's is 0
+    d = analysis.diversity(questions, max_pairs=1)
+    assert d["similar_across"] * 2 in (0.0, 0.2, 0.25)
+    assert d == analysis.diversity(questions, max_pairs=1)  # the same pairs every time
