@@ -503,21 +503,22 @@ def render_rich(tables: list[Table], console: Any) -> None:
 def render_markdown(tables: list[Table]) -> str:
     out = []
     for t in tables:
-        out.append(f"### {t.title}\n")
+        out.append(f"### {_md(t.title)}\n")
         out.append("| " + " | ".join(_md(c.name) for c in t.columns) + " |")
         out.append("|" + "|".join(" --- " if c.kind == "text" else " ---: " for c in t.columns) + "|")
         for row in t.rows:
             out.append("| " + " | ".join(_md(fmt_value(v, c.kind)) for v, c in zip(row, t.columns)) + " |")
         out.append("")
-        out += [f"{note}  " for note in t.notes]
+        out += [f"{_md(note)}  " for note in t.notes]
         for heading, text in t.blocks:
-            out += [f"\n**{heading}**\n", "```", text, "```"]
+            out += [f"\n**{_md(heading)}**\n", "```", text, "```"]
         out.append("")
     return "\n".join(out)
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # "<think1>" would render as an (invisible) HTML tag; "|" would end the cell
+    return text.replace("<", "\\<").replace("|", "\\|").replace("\n", " ")
 
 
 def render_csv(tables: list[Table]) -> str:

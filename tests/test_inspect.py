@@ -317,7 +317,7 @@ def test_formats_parse(runs: dict[str, Path]) -> None:
         rows = [line for line in block.splitlines() if line.startswith("|")]
         assert len(rows) >= 3 and len({row.count(" | ") for row in rows[:1] + rows[2:]}) == 1
         assert set(rows[1].replace("|", "").split()) <= {"---", "---:"}
-    assert "| <think1> | 4 | 50.0 | 50.0 | 40.0 | 110 | 0.0 | 0.0 | 1.00 |" in md
+    assert "| \\<think1> | 4 | 50.0 | 50.0 | 40.0 | 110 | 0.0 | 0.0 | 1.00 |" in md  # "<" escaped: not an HTML tag
     _, text = _inspect(runs["a"], fmt="csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     cell = {(r["table"], r["row"], r["column"]): r["value"] for r in rows}
