@@ -203,7 +203,8 @@ def token_label(key: str) -> str:
 @dataclass
 class Col:
     name: str
-    kind: str = "text"  # text | int | pct (a rate in percent) | f1 f2 f3 (decimals) | auto | delta (signed auto)
+    kind: str = "text"  # text | int | pct (a rate in percent) | f1 f2 f3 (decimals)
+    signed: bool = False  # differences: +0.125
 
 
 @dataclass
@@ -214,18 +215,23 @@ class Table:
     rows: list[list[Any]]
     notes: list[str] = field(default_factory=list)
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (heading, whole text) shown after the table
+    row_kinds: list[str | None] = field(default_factory=list)  # per row: a kind for all its numbers, else None
+
+    def cells(self, row_index: int) -> list[str]:
+        """A row's formatted cells (the row's own kind, where it has one, wins over the columns')."""
+        row = self.rows[row_index]
+        own = self.row_kinds[row_index] if row_index < len(self.row_kinds) else None
+        return [fmt_value(v, c.kind if own is None or k == 0 else own, c.signed)
+                for k, (v, c) in enumerate(zip(row, self.columns))]
 
 
-def fmt_value(value: Any, kind: str) -> str:
+def fmt_value(value: Any, kind: str, signed: bool = False) -> str:
     if value is None:
         return "-"
     if kind == "pct":
         return f"{100 * value:.1f}"
     if kind in ("f1", "f2", "f3"):
-        return f"{value:.{kind[1]}f}"
-    if kind in ("auto", "delta"):  # mixed rows (rates next to token counts): 3 decimals below 10, 1 above
-        sign = "+" if kind == "delta" else ""
-        return f"{value:{sign}.1f}" if abs(value) >= 10 else f"{value:{sign}.3f}"
+        return f"{value:{'+' if signed else ''}.{kind[1]}f}"
     if kind == "int":
         return str(int(value))
     return str(value)
@@ -417,19 +423,20 @@ def comparison_tables(reports: list[dict[str, Any]], full: bool) -> list[Table]:
     names: list[str] = []
     for v in values:
         names += [k for k in v if k not in names]
-    cols = [Col("metric"), Col(base["label"], "auto")]
+    cols = [Col("metric"), Col(base["label"], "f3")]
     for r in others:
-        cols += [Col(r["label"], "auto"), Col(f"{r['label']}-{base['label']}", "delta")]
-    rows = []
+        cols += [Col(r["label"], "f3"), Col(f"{r['label']}-{base['label']}", "f3", signed=True)]
+    rows, kinds = [], []
     for name in names:
         row: list[Any] = [name, values[0].get(name)]
         for v in values[1:]:
             a, b = values[0].get(name), v.get(name)
             row += [b, None if a is None or b is None else b - a]
         rows.append(row)
+        kinds.append("f1" if name.startswith("len ") else "f3")  # lengths in tokens, the rest rates
     legend = ["rates as fractions; acc/len: accuracy and mean length of a token; disagree/similar: the diversity "
               "table's numbers; NMI strategy: NMI(token; strategy)"] + [f"{r['label']} = {r['run']}" for r in reports]
-    tables = [Table("comparison", "comparison with " + base["label"], cols, rows, legend)]
+    tables = [Table("comparison", "comparison with " + base["label"], cols, rows, legend, row_kinds=kinds)]
     for r in others:
         tables.append(gains_table(base, r, full))
     return tables
@@ -489,8 +496,8 @@ def render_rich(tables: list[Table], console: Any) -> None:
         for c in t.columns:
             # fold, never ellipsis: a cut-off number or id would mislead
             rt.add_column(c.name, justify="left" if c.kind == "text" else "right", overflow="fold")
-        for row in t.rows:
-            rt.add_row(*(fmt_value(v, c.kind) for v, c in zip(row, t.columns)))
+        for i in range(len(t.rows)):
+            rt.add_row(*t.cells(i))
         console.print(rt)
         for note in t.notes:
             console.print(note, markup=False, highlight=False)
@@ -506,8 +513,8 @@ def render_markdown(tables: list[Table]) -> str:
         out.append(f"### {_md(t.title)}\n")
         out.append("| " + " | ".join(_md(c.name) for c in t.columns) + " |")
         out.append("|" + "|".join(" --- " if c.kind == "text" else " ---: " for c in t.columns) + "|")
-        for row in t.rows:
-            out.append("| " + " | ".join(_md(fmt_value(v, c.kind)) for v, c in zip(row, t.columns)) + " |")
+        for i in range(len(t.rows)):
+            out.append("| " + " | ".join(_md(cell) for cell in t.cells(i)) + " |")
         out.append("")
         out += [f"{_md(note)}  " for note in t.notes]
         for heading, text in t.blocks:
