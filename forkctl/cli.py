@@ -90,7 +90,7 @@ def _cli_parameter(cls: type, f: dataclasses.Field) -> inspect.Parameter:
         kwargs["show_default"] = meta["cli_default"]
     origin = typing.get_origin(tp)
     if meta.get("argument"):
-        annotation: Any = str
+        annotation: Any = list[str] if origin is list else str  # a list argument takes one or more
         param = typer.Argument(..., help=kwargs["help"], show_default=False, metavar=f.name.upper())
         return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=param, annotation=annotation)
     if tp is bool:
@@ -194,6 +194,12 @@ def _gfpo(cfg: C.GFPOConfig) -> None:
     console.note(f"wrote the model to {result['model']}")
 
 
+def _inspect(cfg: C.InspectConfig) -> None:
+    from forkctl.inspect import run_inspect
+
+    run_inspect(cfg.runs, fmt=cfg.format, plot_dir=cfg.plot, question=cfg.question, full=cfg.full)
+
+
 def _synthetic_data(cfg: C.SyntheticDataConfig) -> None:
     from forkctl.tasks.synthetic import build_synthetic_model, write_trace_sets
 
@@ -224,6 +230,7 @@ STAGE_KINDS: dict[str, tuple[type, Callable[[Any], Any] | None]] = {
     "ssft": (C.SSFTConfig, _ssft),
     "gfpo": (C.GFPOConfig, _gfpo),
     "eval": (C.EvalConfig, _eval),
+    "inspect": (C.InspectConfig, _inspect),
 }
 
 
@@ -238,6 +245,7 @@ config_command("filter", C.FilterConfig, _filter)
 config_command("ssft", C.SSFTConfig, _ssft)
 config_command("gfpo", C.GFPOConfig, _gfpo)
 config_command("eval", C.EvalConfig, _eval)
+config_command("inspect", C.InspectConfig, _inspect, yaml=False)
 config_command("synthetic-data", C.SyntheticDataConfig, _synthetic_data)
 config_command("toy-model", C.ToyModelConfig, _toy_model, yaml=False)
 config_command("run", C.RunConfig, _run, yaml=False)

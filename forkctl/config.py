@@ -421,6 +421,24 @@ class ToyModelConfig:
     seed: int = opt(0, "Initialisation seed.")
 
 
+InspectFormat = Literal["table", "markdown", "csv", "json"]
+
+
+@dataclass
+class InspectConfig:
+    """Per-forking-token tables, coverage, diversity, SSFT matching, GFPO curves, and run comparison."""
+
+    runs: list[str] = opt([], "RUN directories: eval (samples.jsonl), SSFT (matching.jsonl) or GFPO (gfpo_log.jsonl) "
+                              "outputs; a path to one of those files also works. Several eval runs are compared "
+                              "with the first.", argument=True)
+    format: InspectFormat = opt("table", "Output: rich tables (fit 80 columns), markdown, one tidy CSV (table, "
+                                         "title, row, column, value), or the JSON report.")
+    plot: str | None = opt(None, "Folder to write PNG plots into (needs matplotlib: forkctl[plots]).")
+    question: str | None = opt(None, "Show every sample of this question, grouped by token (answer, verdict, "
+                                     "length, end of text).")
+    full: bool = opt(False, "Whole texts with --question; every row of long tables.")
+
+
 @dataclass
 class SyntheticTeachersConfig:
     """Serve teachers for the synthetic task on 127.0.0.1 while the pipeline runs (forkctl run only)."""

@@ -17,13 +17,13 @@ reasoning, the content alone, minus a leading ``<think>`` tag (the forking token
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from forkctl import console
+from forkctl.analysis import jaccard, shingles
 from forkctl.config import FilterConfig, file_identity, write_run_config
 from forkctl.errors import UserError
 from forkctl.records import Question, RecordError, TeacherResponse, Trace, TraceSet, read_records, write_records
@@ -277,20 +277,6 @@ def _select(cfg: FilterConfig, correct: list[TeacherResponse], teacher_order: li
         kept.append(r)
         kept_shingles.append(sh)
     return kept
-
-
-def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    """Word n-grams of a lowercased text (the words themselves for texts shorter than n words)."""
-    words = re.findall(r"\w+|[^\w\s]", text.lower())
-    if len(words) < n:
-        return {(w,) for w in words}
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def jaccard(a: set[Any], b: set[Any]) -> float:
-    if not a and not b:
-        return 1.0
-    return len(a & b) / len(a | b)
 
 
 def summary_tables(result: FilterResult) -> list[Any]:

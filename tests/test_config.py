@@ -15,7 +15,9 @@ from forkctl import config as C
 from forkctl.cli import app
 
 STAGES = {"eval": C.EvalConfig, "collect": C.CollectConfig, "filter": C.FilterConfig, "ssft": C.SSFTConfig,
-          "gfpo": C.GFPOConfig, "synthetic-data": C.SyntheticDataConfig}
+          "gfpo": C.GFPOConfig, "synthetic-data": C.SyntheticDataConfig, "inspect": C.InspectConfig,
+          "run": C.RunConfig}
+POSITIONAL = {"inspect": ("runs", ["a", "b"]), "run": ("pipeline", "p.yaml")}
 runner = CliRunner()
 
 
@@ -62,7 +64,7 @@ def _example_value(name: str, tp: typing.Any, default: typing.Any) -> tuple[list
     if tp is float:
         return [opt, "0.25"], 0.25
     if origin is list:
-        return [opt, "3"], [3]
+        return ([opt, "3"], [3]) if typing.get_args(tp)[0] is int else ([opt, "x.y=1"], ["x.y=1"])
     if origin is dict:
         return [opt, '{"a": 1}'], {"a": 1}
     text = "org/model-b" if name in ("model", "tokenizer") else "{problem}?"
@@ -85,11 +87,17 @@ def test_every_field_is_reachable_from_the_cli_and_from_yaml(stage, tmp_path):
     command = typer.main.get_command(app).commands[stage]  # type: ignore[attr-defined]
     hints = C.field_types(cls)
     for f in dataclasses.fields(cls):
+        if f.metadata.get("argument"):
+            continue
         typed, value = _example_value(f.name, hints[f.name], getattr(cls(), f.name))
         assert getattr(cls(), f.name) != value, f"pick another example for {stage}.{f.name}"
         required = _required(stage, f.name)
         # CLI: the generated option parses into the field's value.
+        positional = POSITIONAL.get(stage)
         args = [a for k, v in required.items() for a in (C.option_name(k), str(v))] + typed
+        if positional:
+            args = ([*positional[1]] if isinstance(positional[1], list) else [positional[1]]) + args
+            required = {**required, positional[0]: positional[1]}
         ctx = command.make_context(stage, args)
         given = {k: v for k, v in ctx.params.items() if k != "config" and (k in required or k == f.name)}
         assert getattr(C.build_config(cls, ("", given)), f.name) == value, f"{stage}.{f.name} via the CLI"

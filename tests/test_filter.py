@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from forkctl.filter import FilterConfig, NothingKept, jaccard, run_filter, shingles, summary_tables, trace_text
+from forkctl.analysis import jaccard, shingles
+from forkctl.filter import FilterConfig, NothingKept, run_filter, summary_tables, trace_text
 from forkctl.records import RecordError, TeacherResponse, TraceSet, read_records, write_records
 
 REPO = Path(__file__).resolve().parents[1]
