@@ -28,6 +28,28 @@ CHATML_TEMPLATE = (
 )
 
 
+def last_complete_checkpoint(out: str | Path, drop_incomplete: bool = False) -> str | None:
+    """The newest ``checkpoint-N`` folder that was saved completely: forkctl.json is written into a checkpoint
+    after the Trainer has saved everything else, so a folder without it was cut short (a kill during the save).
+    ``drop_incomplete`` removes such newer folders (a resume would otherwise trip over them)."""
+    import re
+    import shutil
+
+    found = []
+    for path in Path(out).glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if m and path.is_dir():
+            found.append((int(m.group(1)), path))
+    best = None
+    for step, path in sorted(found, reverse=True):
+        if (path / FORK_CONFIG_FILE).exists() and (path / "trainer_state.json").exists():
+            best = path
+            break
+        if drop_incomplete:
+            shutil.rmtree(path, ignore_errors=True)
+    return str(best) if best else None
+
+
 def fork_token(index: int) -> str:
     """The text of forking token ``index`` (1-based)."""
     if index < 1:

@@ -41,8 +41,8 @@ from forkctl import config as C
 from forkctl import console
 from forkctl.errors import UserError
 
-# kind -> (config class, how its default ``out`` is named)
 FILE_OUTPUT = {"collect", "filter", "synthetic-data"}
+ALWAYS_RUN = {"inspect"}  # prints tables from other stages' outputs: cheap, and a rerun should show them
 STATE_DIR = ".forkctl"
 _REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 
@@ -127,11 +127,25 @@ class Pipeline:
         if "quiet" in {f.name for f in dataclasses.fields(cls)}:
             options.setdefault("quiet", self.cfg.quiet)
         refs: dict[str, str | None] = {}
+        written = dict(options)
         options = {k: self._fill(v, where, refs) for k, v in options.items()}
         cfg = C.build_config(cls, (where, options), validate=False)  # checked when it runs
         material = {"kind": stage.kind, "options": _fingerprint_options(C.to_jsonable(cfg)),
-                    "upstream": refs, "inputs": _input_files(options, set(refs))}
+                    "upstream": refs, "inputs": self._input_files(written)}
         return cfg, material
+
+    def _input_files(self, written: dict[str, Any]) -> dict[str, Any]:
+        """The identity of every existing file or folder an option names from outside the pipeline (not a
+        ${reference}, nothing under the run folder: those are the pipeline's own outputs)."""
+        out = {}
+        run_dir = self.run_dir.resolve()
+        for key, value in written.items():
+            if not isinstance(value, str) or "${" in value or "\n" in value or len(value) > 4096:
+                continue
+            path = Path(value)
+            if path.exists() and run_dir not in path.resolve().parents and path.resolve() != run_dir:
+                out[key] = C.file_identity(value)
+        return out
 
     def _fill(self, value: Any, where: str, refs: dict[str, str | None]) -> Any:
         if isinstance(value, list):
@@ -169,6 +183,8 @@ class Pipeline:
                 action, reason = "run", "forced (--from)" if forced_from else "forced (--force)"
             elif upstream_pending:
                 action, reason = "run", "an input stage runs first"
+            elif stage.kind in ALWAYS_RUN:
+                action, reason = "run", "it only reports (always runs)"
             elif state is None:
                 action, reason = "run", "never run here"
             elif state["fingerprint"] != fp:
@@ -276,17 +292,6 @@ def _fingerprint_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in ("quiet", "overwrite", "resume")}
 
 
-def _input_files(options: dict[str, Any], referenced: set[str]) -> dict[str, Any]:
-    """The identity of every existing file or folder an option names (inputs from outside the pipeline)."""
-    out = {}
-    for key, value in options.items():
-        if key == "out" or not isinstance(value, str) or len(value) > 4096:
-            continue
-        if Path(value).exists() and "\n" not in value:
-            out[key] = C.file_identity(value)
-    return out if not referenced else {k: v for k, v in out.items()}
-
-
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     parts = []
     old_opts, new_opts = old.get("options", {}), new.get("options", {})
@@ -300,7 +305,9 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _has_checkpoint(out: Path) -> bool:
-    return out.is_dir() and (any(out.glob("checkpoint-*")) or (out / "gfpo_state.pt").exists())
+    from forkctl.forks import last_complete_checkpoint
+
+    return out.is_dir() and (last_complete_checkpoint(out) is not None or (out / "gfpo_state.pt").exists())
 
 
 def _clear_training_output(cfg: Any) -> None:

@@ -340,17 +340,15 @@ def fingerprint(cfg: SSFTConfig) -> dict[str, Any]:
 
 def _prepare_out(cfg: SSFTConfig, out: Path, log_name: str) -> str | None:
     """Refuse to mix runs in ``out`` (or clear it with --overwrite); return the checkpoint to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     same = check_fingerprint(out / CONFIG_FILE, fingerprint(cfg), output=str(out), overwrite=cfg.overwrite)
     if cfg.overwrite and not same:
         if _rank() == 0:
             _clear(out)
         return None
     if cfg.resume:
-        resume_from = get_last_checkpoint(str(out))
+        resume_from = forks.last_complete_checkpoint(out, drop_incomplete=_rank() == 0)
         if resume_from is None:
-            raise UserError(f"--resume: no checkpoint-* folder in {out}")
+            raise UserError(f"--resume: no complete checkpoint-* folder in {out}")
         _truncate_log(out / log_name, _checkpoint_step(resume_from))
         return resume_from
     if (out / log_name).exists():

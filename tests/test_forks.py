@@ -92,3 +92,17 @@ def test_all_interleaves_tokens_so_prefixes_are_balanced():
     assert forks.forks_for_samples("all", 8, 4) == [1, 2, 3, 4, 1, 2, 3, 4]
     assert forks.forks_for_samples(2, 3, 4) == [2, 2, 2]
     assert forks.forks_for_samples("none", 2, 4) == [None, None]
+
+
+def test_last_complete_checkpoint_skips_and_drops_one_cut_short(tmp_path):
+    for step, complete in [(3, True), (6, True), (9, False)]:
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "trainer_state.json").write_text("{}")
+        if complete:
+            (ckpt / forks.FORK_CONFIG_FILE).write_text("{}")
+    assert forks.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-6")
+    assert (tmp_path / "checkpoint-9").exists()
+    assert forks.last_complete_checkpoint(tmp_path, drop_incomplete=True) == str(tmp_path / "checkpoint-6")
+    assert not (tmp_path / "checkpoint-9").exists()
+    assert forks.last_complete_checkpoint(tmp_path / "missing") is None
