@@ -225,6 +225,7 @@ def _toy_model(cfg: C.ToyModelConfig) -> None:
 STAGE_KINDS: dict[str, tuple[type, Callable[[Any], Any] | None]] = {
     "synthetic-data": (C.SyntheticDataConfig, _synthetic_data),
     "synthetic-teachers": (C.SyntheticTeachersConfig, None),
+    "served-teachers": (C.ServedTeachersConfig, None),
     "collect": (C.CollectConfig, _collect),
     "filter": (C.FilterConfig, _filter),
     "ssft": (C.SSFTConfig, _ssft),

@@ -453,6 +453,23 @@ class SyntheticTeachersConfig:
 
 
 @dataclass
+class ServedTeachersConfig:
+    """Serve a local model folder with `transformers serve` on 127.0.0.1 while the pipeline runs, as teachers
+    that differ in temperature (forkctl run only)."""
+
+    model: str | None = opt(None, "The model folder to serve.")
+    out: str = opt("teachers.yaml", "The collect teachers file to write (pointing at the server).")
+    temperatures: list[float] = opt([0.7, 1.0], "One teacher per temperature.", ge=0)
+    max_tokens: int = opt(256, "The longest response a teacher is asked for.", ge=1)
+    threads: int = opt(2, "CPU threads of the server.", ge=1)
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("served-teachers needs model (a model folder)")
+        check_model_path(self.model)
+
+
+@dataclass
 class RunConfig:
     """Run the stages a pipeline file lists, skipping those whose inputs and settings are unchanged since they
     completed."""

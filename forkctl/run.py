@@ -277,14 +277,39 @@ class Pipeline:
         self.output_ids[name] = output_id
 
     def _start_service(self, plan: Plan, services: ExitStack, fresh: bool) -> bool:
-        """Services (the synthetic teachers) run for the rest of the pipeline, even when 'skipped'."""
-        if plan.stage.kind != "synthetic-teachers":
+        """Services (teachers on 127.0.0.1) run for the rest of the pipeline, even when 'skipped': a later
+        stage may need them. Returns whether the stage was a service."""
+        start = SERVICES.get(plan.stage.kind)
+        if start is None:
             return False
-        from forkctl.synthetic_teachers import TeachersServer, write_teachers_file
-
-        server = services.enter_context(TeachersServer())
-        write_teachers_file(plan.config.out, server.base_url, plan.config.models, plan.config.temperature)
+        if not fresh and hasattr(plan.config, "validate"):
+            plan.config.validate()
+        start(plan.config, services)
         return True
+
+
+def _serve_synthetic_teachers(cfg: Any, services: ExitStack) -> None:
+    from forkctl.synthetic_teachers import TeachersServer, write_teachers_file
+
+    server = services.enter_context(TeachersServer())
+    write_teachers_file(cfg.out, server.base_url, cfg.models, cfg.temperature)
+
+
+def _serve_model_teachers(cfg: Any, services: ExitStack) -> None:
+    """`transformers serve` of a model folder; one teacher per temperature, all the same model."""
+    from forkctl.testing import TransformersServer
+
+    log = Path(cfg.out).with_suffix(".server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    server = TransformersServer(cfg.model, log, threads=cfg.threads).start(timeout_s=600)
+    services.callback(server.stop)
+    teachers = [{"name": f"t{t:g}", "base_url": server.base_url, "model": str(cfg.model),
+                 "params": {"temperature": t, "max_tokens": cfg.max_tokens}} for t in cfg.temperatures]
+    Path(cfg.out).write_text(yaml.safe_dump({"teachers": teachers}, sort_keys=False))
+
+
+SERVICES: dict[str, Callable[[Any, ExitStack], None]] = {"synthetic-teachers": _serve_synthetic_teachers,
+                                                        "served-teachers": _serve_model_teachers}
 
 
 def _fingerprint_options(options: dict[str, Any]) -> dict[str, Any]:
