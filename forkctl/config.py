@@ -35,6 +35,12 @@ class ConfigError(UserError):
     pass
 
 
+def require(value: Any, message: str) -> None:
+    """A required option: without a value, the one-line ``message`` (what to pass)."""
+    if not value:
+        raise ConfigError(message)
+
+
 def opt(default: Any = None, help: str = "", *, ge: float | None = None, gt: float | None = None,  # noqa: A002
         le: float | None = None, aliases: tuple[str, ...] = (), argument: bool = False,
         cli_default: str | None = None) -> Any:
@@ -170,8 +176,7 @@ class EvalConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     limit: int | None = opt(None, "Use only the first LIMIT questions.", ge=1)
 
     def validate(self) -> None:
-        if not self.k:
-            raise ConfigError("--k needs at least one value")
+        require(self.k, "--k needs at least one value")
         for k in self.k:
             if self.samples is None and k > self.n:
                 raise ConfigError(f"--k {k} is larger than --n {self.n}: pass@k and cons@k need k <= n samples")
@@ -215,10 +220,8 @@ class CollectConfig(RunOptions, CodeTaskOptions, PromptOptions):
                                     "error lines are removed first, so each key stays recorded once).")
 
     def validate(self) -> None:
-        if not self.task:
-            raise ConfigError("--task is required (a task name such as aime24, or a questions file)")
-        if not self.teachers:
-            raise ConfigError("--teachers is required (a YAML file listing the teachers)")
+        require(self.task, "--task is required (a task name such as aime24, or a questions file)")
+        require(self.teachers, "--teachers is required (a YAML file listing the teachers)")
         if self.prompt_template is not None and "{problem}" not in self.prompt_template:
             raise ConfigError("--prompt-template must contain {problem}")
 
@@ -256,10 +259,8 @@ class FilterConfig(RunOptions, CodeTaskOptions):
                                                      "content to form the trace text.")
 
     def validate(self) -> None:
-        if not self.traces:
-            raise ConfigError("--traces is required (the JSONL file forkctl collect wrote)")
-        if not self.task:
-            raise ConfigError("--task is required (the task name or questions file given to collect)")
+        require(self.traces, "--traces is required (the JSONL file forkctl collect wrote)")
+        require(self.task, "--task is required (the task name or questions file given to collect)")
         if self.min_traces > self.max_traces:
             raise ConfigError(f"need --min-traces <= --max-traces (got {self.min_traces}, {self.max_traces})")
         if (self.max_tokens is None) != (self.tokenizer is None):
@@ -326,10 +327,9 @@ class SSFTConfig(RunOptions, ForkFormatOptions):
     def validate(self) -> None:
         import os
 
-        if not self.model:
-            raise ConfigError("--model is required (a checkpoint directory or a Hub name)")
-        if not self.trace_sets:
-            raise ConfigError("--trace-sets is required (a trace-set JSONL: one question with its traces per line)")
+        require(self.model, "--model is required (a checkpoint directory or a Hub name)")
+        require(self.trace_sets, "--trace-sets is required (a trace-set JSONL: one question with its traces per "
+                                 "line)")
         check_model_path(self.model)
         if self.epochs <= 0 and not self.max_steps:
             raise ConfigError("--epochs must be > 0 (or set --max-steps)")
@@ -380,8 +380,7 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     resume: bool = opt(False, "Continue the run in --out from its last checkpoint and step.")
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("--model is required (an SSFT checkpoint with forking tokens)")
+        require(self.model, "--model is required (an SSFT checkpoint with forking tokens)")
         if self.estimator == "sampled" and self.group_size < 2:
             raise ConfigError("--estimator sampled needs --group-size >= 2 (advantages are relative to the group)")
         self.check_backend()
@@ -464,8 +463,7 @@ class ServedTeachersConfig:
     threads: int = opt(2, "CPU threads of the server.", ge=1)
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("served-teachers needs model (a model folder)")
+        require(self.model, "served-teachers needs model (a model folder)")
         check_model_path(self.model)
 
 

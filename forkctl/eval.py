@@ -147,7 +147,8 @@ def _generate_missing(cfg: EvalConfig, task: Task, questions: list[Question],
         backend.close()
 
 
-def _policy_choices(backend: Any, task: Task, chunk: list[Question], by_question: dict[str, list[int]], fmt: forks.ForkFormat,
+def _policy_choices(backend: Any, task: Task, chunk: list[Question], by_question: dict[str, list[int]],
+                    fmt: forks.ForkFormat,
                     fork_ids: list[int], cfg: EvalConfig) -> dict[str, dict[int, int]]:
     """The model's own choice of forking token for each missing sample: drawn from π(·|x) over the N tokens
     (the policy gfpo trains), sharpened by --temperature like any sampled token, seeded per sample."""

@@ -146,6 +146,13 @@ class TraceSet(Record):
                 "traces": [t.to_dict() for t in self.traces], **self.extra}
 
 
+def _check_sample_key(record: Any, where: str) -> None:
+    """(question_id, sample) keys a generated record: ids as text, sample indices from 0."""
+    record.question_id = str(record.question_id)
+    if record.sample < 0:
+        raise RecordError(where, "sample", "must be >= 0")
+
+
 @dataclass
 class Sample(Record):
     """One generated response to a question, scored. ``fork`` is the forking token's index 1..N or None."""
@@ -167,9 +174,7 @@ class Sample(Record):
     @classmethod
     def _build(cls, data: dict[str, Any], where: str) -> Sample:
         s = super()._build(data, where)
-        s.question_id = str(s.question_id)
-        if s.sample < 0:
-            raise RecordError(where, "sample", "must be >= 0")
+        _check_sample_key(s, where)
         if s.fork is not None and s.fork < 1:
             raise RecordError(where, "fork", "must be >= 1 (forking tokens are numbered from 1) or null")
         return s
@@ -349,9 +354,7 @@ class TeacherResponse(Record):
     @classmethod
     def _build(cls, data: dict[str, Any], where: str) -> TeacherResponse:
         r = super()._build(data, where)
-        r.question_id = str(r.question_id)
-        if r.sample < 0:
-            raise RecordError(where, "sample", "must be >= 0")
+        _check_sample_key(r, where)
         if r.usage is not None:
             for name in ("prompt_tokens", "completion_tokens"):
                 if not _check_type(r.usage.get(name, 0), (int,)):

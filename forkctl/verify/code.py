@@ -376,7 +376,8 @@ def _kill_uid(uid: int) -> None:
         time.sleep(0.01)
 
 
-def grade_code(code: str, problem: CodeProblem, mode: str = "official", timeout: float = DEFAULT_TIMEOUT) -> SampleResult:
+def grade_code(code: str, problem: CodeProblem, mode: str = "official",
+               timeout: float = DEFAULT_TIMEOUT) -> SampleResult:
     """One program, one grader: for scripts and tests. Batch work should share a :class:`CodeGrader`."""
     return CodeGrader(mode=mode, timeout=timeout, workers=1).grade(code, problem)
 
