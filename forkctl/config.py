@@ -318,6 +318,9 @@ class SSFTConfig(RunOptions, ForkFormatOptions):
     seed: int = opt(0, "Seed (initialisation of new rows, data order, random matching).")
     save_steps: int = opt(500, "Save a checkpoint-STEP folder every this many steps.", ge=1)
     save_total_limit: int | None = opt(2, "Keep at most this many checkpoint folders.", ge=1)
+    keep_final_checkpoint: bool = opt(False, "Also keep the checkpoint-N the Trainer writes at the last step (model "
+                                             "+ optimizer state, to extend the run later with --resume); without "
+                                             "it only the --save-steps checkpoints stay beside the final model.")
     logging_steps: int = opt(10, "Log loss, matched cost and assignment switch rate every this many steps.", ge=1)
     report_to: str = opt("none", "Trainer loggers: none, tensorboard, wandb, ... (comma-separated).")
     resume: bool = opt(False, "Resume from the last checkpoint-* in --out (the matching log is cut back to that "

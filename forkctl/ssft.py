@@ -294,7 +294,7 @@ CONFIG_FILE = "ssft_config.json"
 SUMMARY_FILE = "ssft_summary.json"
 # Settings that do not change what is trained: a resume may extend the run (steps, epochs) or log differently.
 NOT_FINGERPRINTED = ("out", "resume", "quiet", "overwrite", "max_steps", "epochs", "save_steps", "save_total_limit",
-                     "logging_steps", "report_to")
+                     "keep_final_checkpoint", "logging_steps", "report_to")
 
 
 def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
@@ -322,6 +322,8 @@ def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
     finally:
         trainer.close_log()
     trainer.save_model(str(out))
+    if trainer.is_world_process_zero() and not cfg.keep_final_checkpoint:
+        _drop_final_checkpoint(out, result.global_step, cfg.save_steps)
     summary = {"train_loss": result.training_loss, "global_step": result.global_step,
                "metrics": result.metrics, "data": {k: v for k, v in asdict(report).items()},
                "num_forks": fmt.num_forks, "matching": cfg.matching}
@@ -329,6 +331,14 @@ def run_ssft(cfg: SSFTConfig) -> dict[str, Any]:
         fmt.save(out)
         write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _drop_final_checkpoint(out: Path, step: int, save_steps: int) -> None:
+    """The Trainer also checkpoints the last step; off the --save-steps grid that folder only duplicates the final
+    model (plus optimizer state), so it goes unless --keep-final-checkpoint."""
+    final = out / f"checkpoint-{step}"
+    if step % save_steps and final.is_dir():
+        shutil.rmtree(final, ignore_errors=True)
 
 
 def fingerprint(cfg: SSFTConfig) -> dict[str, Any]:

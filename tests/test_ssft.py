@@ -279,6 +279,7 @@ def test_run_saves_reloadable_checkpoint_with_tokens(tmp_path: Path) -> None:
     assert fmt is not None and fmt.num_forks == 3
     assert "<think2>" in forks.render_prompt(tok, "p", 2, fmt) and tok.chat_template
     assert forks.ForkFormat.load(out / "checkpoint-2").num_forks == 3
+    assert not (out / "checkpoint-3").exists()  # the last step's extra checkpoint duplicates the final model
     log = read_matching_log(out / "matching.jsonl")
     assert len(log) == 3 * 2 and {e["step"] for e in log} == {0, 1, 2}
     for e in log:
