@@ -337,6 +337,9 @@ TrainMode = Literal["fork-head", "full"]
 Reward = Literal["auto", "math", "synthetic"]
 
 
+HEAD_LR = 100.0  # the fork head's default SGD step (logit units; docs/gfpo.md)
+
+
 @dataclass
 class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
     """RL on the choice of forking token only: sample <think i> from π(·|x), roll out, reward, update log π."""
@@ -353,8 +356,14 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     group_size: int = opt(8, "G: rollouts per question (sampled) or per token (exhaustive).", ge=1)
     steps: int = opt(20, "Optimiser steps.", ge=0)
     batch_size: int = opt(16, "Questions per step (split across accelerate processes).", ge=1)
-    lr: float | None = opt(None, "Learning rate.", gt=0, cli_default="0.01 for --train fork-head, 1e-6 for full")
+    lr: float | None = opt(None, "Learning rate. fork-head: plain SGD on centred, unit-norm fork-position features, so "
+                                 "it is in logit units per unit of advantage and does not depend on the hidden "
+                                 "size; full: AdamW.", gt=0,
+                           cli_default=f"{HEAD_LR:g} for --train fork-head, 1e-6 for full")
     beta: float = opt(0.0, "Weight of the exact KL(π || π_start) over the N tokens.", ge=0)
+    max_kl: float = opt(0.05, "fork-head: the SGD step is shortened so that the batch's mean KL between π before "
+                              "and after it is at most this (a trust region; 0 = off): no step can saturate π.",
+                        ge=0)
     clip: float = opt(0.2, "PPO ratio clipping epsilon (matters with --ppo-epochs > 1).", gt=0)
     ppo_epochs: int = opt(1, "Policy updates per batch of rollouts (sampled estimator).", ge=1)
     scale_rewards: bool = opt(False, "sampled: divide group advantages by the group's reward std; exhaustive: "
@@ -382,7 +391,7 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (0.01 if self.train == "fork-head" else 1e-6)
+        return self.lr if self.lr is not None else (HEAD_LR if self.train == "fork-head" else 1e-6)
 
 
 @dataclass

@@ -44,7 +44,7 @@ from forkctl.config import GFPOConfig, check_fingerprint, derive_seed, file_iden
 from forkctl.errors import UserError
 from forkctl.models import fork_hidden_states, fork_log_probs, load_for_training
 from forkctl.policy import (ForkHead, ForkPolicy, entropy, exhaustive_loss, group_advantages, head_log_probs,
-                            sampled_loss, scale_values, token_values)
+                            sampled_loss, scale_values, token_values, trust_region_lr)
 from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines
 
 ESTIMATORS = ("sampled", "exhaustive")
@@ -54,6 +54,7 @@ STATE_FILE = "gfpo_state.pt"
 LOG_FILE = "gfpo_log.jsonl"
 CONFIG_FILE = "gfpo_config.json"
 # Settings that do not change what is trained: a resume may extend the steps, or be quiet.
+FEATURE_QUESTIONS = 256  # training prompts that set the fork head's feature centre and scale
 NOT_FINGERPRINTED = ("out", "resume", "quiet", "overwrite", "steps", "save_every")
 
 
@@ -156,11 +157,32 @@ def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
     questions = _load_questions(cfg, task)
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
     policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train, autocast=autocast)
-    ref_head = policy.head.weight.detach().clone() if policy.head is not None else None
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    _fit_head(cfg, policy, task, questions, fmt)
+    ref_head = policy.head.start.detach().clone() if policy.head is not None else None
+    optimizer = make_optimizer(cfg, policy)
     policy.trainable, optimizer = accelerator.prepare(policy.trainable, optimizer)
     return Run(cfg, accelerator, policy, optimizer, tokenizer, fmt, task, reward_judge(cfg.reward, task), questions,
                ref_model=ref_model, ref_head=ref_head, order=_question_order(len(questions), cfg.seed))
+
+
+def _fit_head(cfg: GFPOConfig, policy: ForkPolicy, task: Any, questions: list[Question], fmt: forks.ForkFormat
+              ) -> None:
+    """fork-head: the feature centre and scale from up to FEATURE_QUESTIONS training prompts (seeded sample)."""
+    if policy.head is None:
+        return
+    picked = random.Random(derive_seed(cfg.seed, "gfpo-features")).sample(
+        questions, min(FEATURE_QUESTIONS, len(questions)))
+    prompts = [forks.policy_prompt(policy.tokenizer, task.user_message(q, cfg.prompt_template), fmt,
+                                   cfg.system_prompt) for q in picked]
+    policy.fit_head(prompts)
+
+
+def make_optimizer(cfg: GFPOConfig, policy: ForkPolicy) -> Any:
+    """fork-head: plain SGD — its features are centred and of unit norm, so the step is in logit units and
+    scale-free; Adam's per-coordinate normalisation would make it grow with the hidden size again. full: AdamW."""
+    if policy.head is not None:
+        return torch.optim.SGD(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def _load_questions(cfg: GFPOConfig, task: Any) -> list[Question]:
@@ -176,7 +198,7 @@ def _restore(run: Run, out: Path) -> int:
     state = torch.load(out / STATE_FILE, weights_only=False)
     run.optimizer.load_state_dict(state["optimizer"])
     if run.policy.head is not None:
-        run.policy.head.weight.data.copy_(state["head"])
+        run.policy.head.load_state_dict(state["head"])
         run.ref_head = state["ref_head"]
     random.setstate(state["py_rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -250,9 +272,9 @@ def _sampled_update(run: Run, prompts: list[str], logp0: torch.Tensor, actions: 
     actions = actions.to(logp0.device)
     old = logp0.gather(1, actions).detach()
     for _ in range(cfg.ppo_epochs):
-        loss, extra = sampled_loss(run.policy.log_probs(prompts), actions, advantages, old, cfg.clip, cfg.beta,
-                                   ref_logp)
-        _update(run, loss)
+        logp = run.policy.log_probs(prompts)
+        loss, extra = sampled_loss(logp, actions, advantages, old, cfg.clip, cfg.beta, ref_logp)
+        extra.update(_update(run, loss, logp.detach().exp()))
     return loss, extra, [a for row in adv_rows for a in row]
 
 
@@ -264,7 +286,7 @@ def _exhaustive_update(run: Run, prompts: list[str], probs0: torch.Tensor, rewar
     if cfg.scale_rewards:
         values = scale_values(values)
     loss, extra = exhaustive_loss(logp, values, cfg.beta, ref_logp)
-    _update(run, loss)
+    extra.update(_update(run, loss, logp.detach().exp()))
     base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
     return loss, extra, (values - base).flatten().tolist()
 
@@ -337,10 +359,23 @@ def _rollouts(run: Run, batch: list[Question], users: list[str], plan: list[list
     return rewards, truncated
 
 
-def _update(run: Run, loss: Any) -> None:
+def _update(run: Run, loss: Any, probs: Any = None) -> dict[str, float]:
+    """One optimiser step; fork-head: its SGD step shortened to the KL trust region (``--max-kl``)."""
     run.optimizer.zero_grad()
     run.accelerator.backward(loss)
+    policy, stats = run.policy, {}
+    if policy.head is not None and policy.last_hidden is not None and probs is not None:
+        lr = trust_region_lr(_unwrap(policy.trainable), policy.last_hidden, probs, run.cfg.learning_rate,
+                             run.cfg.max_kl)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        stats["step_lr"] = lr
     run.optimizer.step()
+    return stats
+
+
+def _unwrap(module: Any) -> Any:
+    return getattr(module, "module", module)
 
 
 def _gather(accelerator: Any, *lists: list) -> list[list]:
@@ -405,7 +440,8 @@ def _save(run: Run, out: Path, step: int) -> None:
     run.fmt.save(out)
     state = {"step": step, "optimizer": run.optimizer.state_dict(), "py_rng": random.getstate(),
              "torch_rng": torch.get_rng_state(),
-             "head": policy.head.weight.detach().cpu() if policy.head is not None else None,
+             "head": {k: v.detach().cpu() for k, v in policy.head.state_dict().items()}
+             if policy.head is not None else None,
              "ref_head": run.ref_head.cpu() if run.ref_head is not None else None}
     tmp = out / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
