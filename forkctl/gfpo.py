@@ -43,8 +43,9 @@ from forkctl import console, forks
 from forkctl.config import GFPOConfig, check_fingerprint, derive_seed, file_identity, write_run_config
 from forkctl.errors import UserError
 from forkctl.models import fork_hidden_states, fork_log_probs, load_for_training
-from forkctl.policy import (ForkHead, ForkPolicy, entropy, exhaustive_loss, group_advantages, head_log_probs,
-                            sampled_loss, scale_values, token_values, trust_region_lr)
+from forkctl.policy import (ForkHead, ForkPolicy, entropy, entropy_collapsed, exhaustive_loss, group_advantages,
+                            groups_disagree, head_log_probs, sampled_loss, scale_values, token_values,
+                            trust_region_lr)
 from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines
 
 ESTIMATORS = ("sampled", "exhaustive")
@@ -158,7 +159,7 @@ def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
     policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train, autocast=autocast)
     _fit_head(cfg, policy, task, questions, fmt)
-    ref_head = policy.head.start.detach().clone() if policy.head is not None else None
+    ref_head = policy.head.weight.detach().clone() if policy.head is not None else None
     optimizer = make_optimizer(cfg, policy)
     policy.trainable, optimizer = accelerator.prepare(policy.trainable, optimizer)
     return Run(cfg, accelerator, policy, optimizer, tokenizer, fmt, task, reward_judge(cfg.reward, task), questions,
@@ -365,6 +366,7 @@ def _update(run: Run, loss: Any, probs: Any = None) -> dict[str, float]:
     run.accelerator.backward(loss)
     policy, stats = run.policy, {}
     if policy.head is not None and policy.last_hidden is not None and probs is not None:
+        _unwrap(policy.trainable).precondition_()
         lr = trust_region_lr(_unwrap(policy.trainable), policy.last_hidden, probs, run.cfg.learning_rate,
                              run.cfg.max_kl)
         for group in run.optimizer.param_groups:
@@ -409,6 +411,8 @@ def _step_stats(step: int, probs: list[list[float]], rewards: list[list[float]],
         "zero_variance_frac": sum(zero_var) / len(zero_var),
         "truncated_frac": sum(truncated) / len(truncated),
         "loss": loss,
+        "pi_collapsed": entropy_collapsed(probs),
+        "groups_disagree": groups_disagree(rewards, plan),
         **extra,
     }
 
@@ -421,6 +425,11 @@ def _report(stats: dict[str, Any], progress: bool) -> None:
     if stats["zero_variance_frac"] == 1.0:
         console.warn(f"step {stats['step']}: every question's rewards are identical (zero variance): advantages "
                      f"are all zero and this step learns nothing")
+    if stats["pi_collapsed"] and stats["groups_disagree"]:
+        console.warn(f"step {stats['step']}: π has collapsed (entropy {stats['pi_entropy']:.3f}, the same token for "
+                     f"every question) while the rewards still differ across questions: per-question choice is "
+                     f"being lost; lower --lr / --max-kl, raise --beta, or check the fork-head features "
+                     f"(docs/gfpo.md)")
     if progress:
         pi = " ".join(f"{p:.2f}" for p in stats["pi_mean"])
         console.note(f"step {stats['step']:>4}  reward {stats['reward_mean']:.3f}  π̄ [{pi}]  "

@@ -21,67 +21,55 @@ from forkctl.models import fork_hidden_states, fork_log_probs
 
 
 class ForkHead(torch.nn.Module):
-    """The forking tokens' output rows, untied from everything else, trained in well-conditioned coordinates.
+    """The forking tokens' output rows W, untied from everything else: logits = h · Wᵀ, trained by a
+    preconditioned step that is well conditioned whatever the model (:meth:`precondition_`).
 
-    logits(h) = h · Wᵀ with W = W₀ + ΔW and ΔW = b ⊗ μ/‖μ‖² + U·P⊥/s, where
-
-    - W₀ are the starting rows (so π starts exactly where the model's own π is);
-    - μ is the mean fork-position state over the training prompts and P⊥ = I − μ̂μ̂ᵀ removes it: fork-position
-      states share a large common component (the same template, the same position), and a step along it moves
-      every question's logits alike — the collapse of issue 10. Here that direction is a separate bias ``b``
-      whose feature h·μ/‖μ‖² is ≈ 1 for every prompt;
-    - s is the RMS norm of the centred states, so the question-specific features h·P⊥/s have norm ≈ 1 whatever
-      the hidden size: with plain SGD, one unit of learning rate moves a question's logits by about one unit of
-      (advantage-weighted) gradient, on a 128-wide toy as on a 5120-wide model.
-
-    ΔW is linear in (b, U), so the trained head is exactly an ordinary set of output rows (:meth:`rows`): the
-    checkpoint carries it in an untied ``lm_head``, no bias needed. ``mean``/``scale`` default to no centring
-    (μ = 0 would be undefined, so the bias is then off) until :meth:`fit_features` sees the training prompts.
+    Fork-position states share a large common component μ (the same template, the same position; on the
+    synthetic-choice model ‖μ‖ ≈ 12.6 against an RMS spread of 0.35 around it). A plain or Adam step on W moves
+    every question's logits alike along μ, and Adam's per-coordinate normalisation makes that step grow with the
+    hidden size: the collapse of issue 10. So the step is taken as if the features were (a) the centred states
+    h·P⊥/s, P⊥ = I − μ̂μ̂ᵀ and s their RMS norm (norm ≈ 1 whatever the hidden size), plus (b) one bias feature
+    h·μ/‖μ‖² ≈ 1 that carries the question-independent preference. Both features are linear in h, so W stays an
+    ordinary set of output rows (a checkpoint carries it in an untied ``lm_head``, no bias needed); only the
+    step's geometry changes. μ and s come from :meth:`fit_features` (until then the step is plain SGD).
     """
 
     def __init__(self, rows: torch.Tensor) -> None:
         super().__init__()
-        rows = rows.detach().clone().float()
-        self.register_buffer("start", rows)
+        self.weight = torch.nn.Parameter(rows.detach().clone().float())
         self.register_buffer("mean", torch.zeros(rows.shape[1], device=rows.device))
         self.register_buffer("scale", torch.ones((), device=rows.device))
-        self.bias = torch.nn.Parameter(torch.zeros(rows.shape[0], device=rows.device))
-        self.delta = torch.nn.Parameter(torch.zeros_like(rows))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden.float() @ self.weight.t()
 
     @torch.no_grad()
     def fit_features(self, hidden: torch.Tensor) -> None:
         """Set μ and s from fork-position states of training prompts (before any update)."""
-        h = hidden.float().to(self.start.device)
+        h = hidden.float().to(self.weight.device)
         self.mean.copy_(h.mean(0))
-        centred = h - self.mean
-        self.scale.copy_(centred.pow(2).sum(-1).mean().sqrt().clamp(min=1e-6))
+        self.scale.copy_((h - self.mean).pow(2).sum(-1).mean().sqrt().clamp(min=1e-6))
 
-    def rows(self) -> torch.Tensor:
-        """The (N, d) output rows W = W₀ + ΔW this head computes (differentiable in ``bias`` and ``delta``)."""
-        mu = self.mean
-        norm2 = mu.pow(2).sum()
+    def precondition(self, grad: torch.Tensor) -> torch.Tensor:
+        """The row step of an SGD step on the (bias, centred-feature) coordinates, for a gradient ``grad`` with
+        respect to W: G·(μμᵀ/‖μ‖⁴ + P⊥/s²). The chain rule through W = W₀ + b⊗μ/‖μ‖² + U·P⊥/s."""
+        norm2 = self.mean.pow(2).sum()
         if float(norm2) == 0.0:
-            return self.start + self.delta / self.scale
-        unit = mu / norm2.sqrt()
-        projected = self.delta - (self.delta @ unit)[:, None] * unit[None, :]  # U·P⊥
-        return self.start + self.bias[:, None] * (mu / norm2)[None, :] + projected / self.scale
+            return grad / self.scale.pow(2)
+        along = grad @ self.mean  # (N,)
+        perp = grad - (along / norm2)[:, None] * self.mean[None, :]
+        return (along / norm2.pow(2))[:, None] * self.mean[None, :] + perp / self.scale.pow(2)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.rows()
+    @torch.no_grad()
+    def precondition_(self) -> None:
+        """Replace ``weight.grad`` by its preconditioned step direction (then any plain SGD step applies it)."""
+        if self.weight.grad is not None:
+            self.weight.grad.copy_(self.precondition(self.weight.grad))
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden.float() @ self.rows().t()
 
-    def row_change(self, bias_step: torch.Tensor, delta_step: torch.Tensor) -> torch.Tensor:
-        """ΔW for a step (bias_step, delta_step) in the parameters (ΔW is linear in them)."""
-        mu = self.mean
-        norm2 = mu.pow(2).sum()
-        if float(norm2) == 0.0:
-            return delta_step / self.scale
-        unit = mu / norm2.sqrt()
-        projected = delta_step - (delta_step @ unit)[:, None] * unit[None, :]
-        return bias_step[:, None] * (mu / norm2)[None, :] + projected / self.scale
+def head_log_probs(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """log π from fork-position hidden states and forking-token output rows (a reference head, say)."""
+    return torch.log_softmax(hidden.float() @ rows.to(hidden.device).float().t(), dim=-1)
 
 
 def step_kl(logit_change: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -94,18 +82,13 @@ def trust_region_lr(head: ForkHead, hidden: torch.Tensor, probs: torch.Tensor, l
     """The SGD step size for the head's current gradients: ``lr``, shortened so that the batch's mean KL between
     π before and after the step is at most ``max_kl`` (to second order). A bound in π-space does not depend on
     the hidden size, the feature scale or how imbalanced a batch is, so no single step can saturate π."""
-    if head.bias.grad is None or head.delta.grad is None or max_kl <= 0:
+    if head.weight.grad is None or max_kl <= 0:
         return lr
-    change = hidden.float() @ head.row_change(-head.bias.grad, -head.delta.grad).t()  # Δlogits of a unit step
+    change = hidden.float() @ (-head.weight.grad).t()  # Δlogits of a unit step (grad already preconditioned)
     kl_unit = float(step_kl(change, probs.to(change.device).float()))
     if kl_unit <= 0:
         return lr
     return min(lr, math.sqrt(max_kl / kl_unit))  # KL grows as the square of the step size
-
-
-def head_log_probs(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """log π from fork-position hidden states and forking-token output rows (a reference head, say)."""
-    return torch.log_softmax(hidden.float() @ rows.to(hidden.device).float().t(), dim=-1)
 
 
 class ForkPolicy:
@@ -161,7 +144,7 @@ class ForkPolicy:
             if hasattr(self.model.config, "get_text_config"):
                 self.model.config.get_text_config().tie_word_embeddings = False
         with torch.no_grad():
-            out_emb.weight[self.fork_ids] = self.head.rows().detach().to(out_emb.weight.dtype)
+            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,3 +212,35 @@ def scale_values(values: torch.Tensor) -> torch.Tensor:
 
 def entropy(probs: list[float]) -> float:
     return -sum(p * math.log(p) for p in probs if p > 0)
+
+
+COLLAPSE_FRACTION = 0.1  # π counts as collapsed below this fraction of the uniform entropy log N
+
+
+def entropy_collapsed(probs: list[list[float]]) -> bool:
+    """Whether π is near-deterministic AND picks the same token for (almost) every question: both the mean
+    per-question entropy and the entropy of the batch-mean π are below ``COLLAPSE_FRACTION`` · log N. A policy that
+    is sure but picks different tokens for different questions has learned, not collapsed."""
+    n = len(probs[0])
+    floor = COLLAPSE_FRACTION * math.log(n)
+    mean_pi = [sum(p[i] for p in probs) / len(probs) for i in range(n)]
+    return sum(entropy(p) for p in probs) / len(probs) < floor and entropy(mean_pi) < floor
+
+
+def groups_disagree(rewards: list[list[float]], plan: list[list[int]]) -> bool:
+    """Whether the batch's rewards say different questions want different things: the best token (unique top mean
+    reward among the tokens a question's group tried) differs between questions, or, when every group tried one
+    token only (a collapsed π), that token scores ≥ 0.5 better on some questions than on others."""
+    best: set[int] = set()
+    means = []
+    for row, tokens in zip(rewards, plan):
+        by_token: dict[int, list[float]] = {}
+        for r, t in zip(row, tokens):
+            by_token.setdefault(t, []).append(r)
+        avg = {t: sum(v) / len(v) for t, v in by_token.items()}
+        top = max(avg.values())
+        winners = [t for t, v in avg.items() if v == top]
+        if len(avg) > 1 and len(winners) == 1:
+            best.add(winners[0])
+        means.append(sum(row) / len(row))
+    return len(best) > 1 or max(means) - min(means) >= 0.5
