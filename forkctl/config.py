@@ -360,6 +360,9 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
                                  "it is in logit units per unit of advantage and does not depend on the hidden "
                                  "size; full: AdamW.", gt=0,
                            cli_default=f"{HEAD_LR:g} for --train fork-head, 1e-6 for full")
+    head_lr: float | None = opt(None, "--train full: the SGD step cap of the fork-head offset that full mode trains "
+                                      "on top of the model's forking rows (as --lr in fork-head mode).", gt=0,
+                                cli_default=f"{HEAD_LR:g}")
     beta: float = opt(0.0, "Weight of the exact KL(π || π_start) over the N tokens.", ge=0)
     max_kl: float = opt(0.05, "fork-head: the SGD step is shortened so that the batch's mean KL between π before "
                               "and after it is at most this (a trust region; 0 = off): no step can saturate π.",
@@ -392,6 +395,13 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (HEAD_LR if self.train == "fork-head" else 1e-6)
+
+    @property
+    def head_learning_rate(self) -> float:
+        """The fork head's SGD step cap: --lr in fork-head mode, --head-lr in full mode."""
+        if self.train == "fork-head":
+            return self.learning_rate
+        return self.head_lr if self.head_lr is not None else HEAD_LR
 
 
 @dataclass

@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import math
 from contextlib import AbstractContextManager
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from forkctl.models import fork_hidden_states, fork_log_probs
+from forkctl.models import fork_hidden_states, fork_log_probs, fork_logits_and_hidden
 
 
 class ForkHead(torch.nn.Module):
@@ -78,73 +78,128 @@ def step_kl(logit_change: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return 0.5 * (probs * centred.pow(2)).sum(-1).mean()
 
 
-def trust_region_lr(head: ForkHead, hidden: torch.Tensor, probs: torch.Tensor, lr: float, max_kl: float) -> float:
-    """The SGD step size for the head's current gradients: ``lr``, shortened so that the batch's mean KL between
-    π before and after the step is at most ``max_kl`` (to second order). A bound in π-space does not depend on
-    the hidden size, the feature scale or how imbalanced a batch is, so no single step can saturate π."""
-    if head.weight.grad is None or max_kl <= 0:
+def unit_step_kl(head: ForkHead, hidden: torch.Tensor | None, probs: torch.Tensor) -> float:
+    """The batch's mean KL between π before and after an SGD step of size 1 along the head's (preconditioned)
+    gradient, to second order; 0 when there is no gradient."""
+    if head.weight.grad is None or hidden is None:
+        return 0.0
+    change = hidden.float() @ (-head.weight.grad).t()  # Δlogits of a unit step
+    return float(step_kl(change, probs.to(change.device).float()))
+
+
+def trust_region_lr(kl_unit: float, lr: float, max_kl: float) -> float:
+    """The SGD step size: ``lr``, shortened so that the batch's mean KL between π before and after the step is at
+    most ``max_kl`` (``kl_unit``: that KL for a step of 1; it grows as the square of the step size). A bound in
+    π-space does not depend on the hidden size, the feature scale or how imbalanced a batch is, so no single
+    step can saturate π. ``max_kl`` 0: no bound."""
+    if max_kl <= 0 or kl_unit <= 0:
         return lr
-    change = hidden.float() @ (-head.weight.grad).t()  # Δlogits of a unit step (grad already preconditioned)
-    kl_unit = float(step_kl(change, probs.to(change.device).float()))
-    if kl_unit <= 0:
-        return lr
-    return min(lr, math.sqrt(max_kl / kl_unit))  # KL grows as the square of the step size
+    return min(lr, math.sqrt(max_kl / kl_unit))
 
 
 class ForkPolicy:
-    """log π(g_i | x) over the N forking tokens, for either training mode.
+    """log π(g_i | x) over the N forking tokens, for either training mode; both train a :class:`ForkHead`.
+
+    - ``fork-head``: the head holds the forking rows themselves, on the frozen body's fork-position state;
+    - ``full``: every parameter through the model's own logits, plus a head that starts at zero and adds
+      h · ΔWᵀ: the forking rows' question-dependent part gets the same well-conditioned, trust-region step as in
+      fork-head mode (an AdamW step on those rows is what saturates π; the body keeps AdamW at a small lr).
 
     ``model`` is the plain model (generation, saving); ``trainable`` is what gradients flow through, wrapped by
-    ``accelerate`` when several processes run: the whole model (``full``) or a :class:`ForkHead` (``fork-head``).
-    ``autocast``: the context the full model's forward runs in (bf16 autocast over fp32 weights, or nothing).
+    ``accelerate`` when several processes run: the :class:`ForkHead` (``fork-head``) or the whole model
+    (``full``, whose head is then ``extra``). ``autocast``: the context the full model's forward runs in.
     """
 
     def __init__(self, model: Any, tokenizer: Any, fork_ids: list[int], train: str,
                  autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         self.model, self.tokenizer, self.fork_ids, self.train = model, tokenizer, fork_ids, train
         self.autocast = autocast
-        self.head: ForkHead | None = None
         self.last_hidden: torch.Tensor | None = None
+        self.tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        rows = model.get_output_embeddings().weight[fork_ids].detach()
         if train == "fork-head":
             for p in model.parameters():
                 p.requires_grad_(False)
-            self.head = ForkHead(model.get_output_embeddings().weight[fork_ids])
-            self.head.to(model.get_input_embeddings().weight.device)
-        self.trainable: Any = self.head if self.head is not None else model
+            self.head = ForkHead(rows)
+        else:
+            self.head = ForkHead(torch.zeros_like(rows))  # an offset on the model's own rows
+        self.head.to(model.get_input_embeddings().weight.device)
+        self.trainable: Any = self.head if train == "fork-head" else model
 
     @torch.no_grad()
     def fit_head(self, prompts: list[str], batch_size: int = 64) -> None:
-        """fork-head: centre and scale the head's features on these (training) prompts' fork-position states."""
-        if self.head is None:
-            return
+        """Centre and scale the head's features on these (training) prompts' fork-position states."""
         states = [fork_hidden_states(self.model, self.tokenizer, prompts[i:i + batch_size])
                   for i in range(0, len(prompts), batch_size)]
         self.head.fit_features(torch.cat(states))
 
     def parameters(self) -> list[torch.nn.Parameter]:
+        """What ``trainable`` trains: the head (fork-head) or the model (full, whose head is trained apart)."""
         return [p for p in self.trainable.parameters() if p.requires_grad]
 
     def log_probs(self, prompts: list[str]) -> torch.Tensor:
         """(batch, N) log-probabilities; differentiable with respect to the trained parameters only."""
-        if self.head is not None:
+        if self.train == "fork-head":
             with torch.no_grad():
                 h = fork_hidden_states(self.model, self.tokenizer, prompts)
             self.last_hidden = h  # what the trust region measures the step on
             return torch.log_softmax(self.trainable(h), dim=-1)
-        return fork_log_probs(self.trainable, self.tokenizer, prompts, self.fork_ids, autocast=self.autocast)
+        logits, h = fork_logits_and_hidden(self.trainable, self.tokenizer, prompts, self.fork_ids, self.autocast)
+        self.last_hidden = h.detach()
+        return torch.log_softmax(logits + self.head(h), dim=-1)
 
     def write_back(self) -> None:
-        """Put the trained forking rows into an untied ``lm_head`` (fork-head mode) so checkpoints carry them."""
-        if self.head is None:
+        """fork-head: put the trained forking rows into an untied ``lm_head`` (for good: the body is frozen and π
+        is the head's), so checkpoints carry them."""
+        untie_output_embeddings(self.model)
+        out_emb = self.model.get_output_embeddings()
+        with torch.no_grad():
+            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight)
+
+    @contextlib.contextmanager
+    def saved_rows(self) -> Iterator[None]:
+        """The model as a checkpoint must hold it while the block runs: fork-head, :meth:`write_back`; full, the
+        model's forking rows plus the head's offset in an untied ``lm_head``, undone afterwards (training goes
+        on with the same parameters, tied as before, and the offset kept in the head)."""
+        if self.train == "fork-head":
+            self.write_back()
+            yield
             return
         out_emb = self.model.get_output_embeddings()
-        if out_emb.weight.data_ptr() == self.model.get_input_embeddings().weight.data_ptr():
-            out_emb.weight = torch.nn.Parameter(out_emb.weight.detach().clone(), requires_grad=False)
-            self.model.config.tie_word_embeddings = False
-            if hasattr(self.model.config, "get_text_config"):
-                self.model.config.get_text_config().tie_word_embeddings = False
+        before, rows = out_emb.weight, out_emb.weight[self.fork_ids].detach().clone()
+        untie_output_embeddings(self.model)
         with torch.no_grad():
-            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight.dtype)
+            out_emb.weight[self.fork_ids] += self.head.weight.detach().to(out_emb.weight)
+        try:
+            yield
+        finally:
+            if self.tied:
+                tie_output_embeddings(self.model)
+            else:
+                with torch.no_grad():
+                    before[self.fork_ids] = rows
+            assert out_emb.weight is before or self.tied
+
+
+def tie_output_embeddings(model: Any) -> None:
+    """Undo :func:`untie_output_embeddings`: ``lm_head`` shares the input embeddings again."""
+    model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    model.config.tie_word_embeddings = True
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = True
+
+
+def untie_output_embeddings(model: Any) -> bool:
+    """Give ``lm_head`` its own copy of tied weights (and say so in the config), so the forking rows can differ
+    from the forking tokens' input embeddings. Returns whether they were tied."""
+    out_emb = model.get_output_embeddings()
+    if out_emb.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        return False
+    out_emb.weight = torch.nn.Parameter(out_emb.weight.detach().clone(), requires_grad=out_emb.weight.requires_grad)
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from forkctl.config import GFPOConfig
 from forkctl.policy import (ForkHead, entropy_collapsed, exhaustive_loss, group_advantages, groups_disagree,
-                            sampled_loss, step_kl, trust_region_lr)
+                            sampled_loss, step_kl, trust_region_lr, unit_step_kl)
 
 
 def two_group_states(d: int = 1024, per_group: int = 16, common: float = 100.0, signal: float = 0.05,
@@ -42,7 +42,7 @@ def default_step(head: ForkHead, h: torch.Tensor, loss: torch.Tensor, probs: tor
     opt.zero_grad()
     loss.backward()
     head.precondition_()
-    lr = trust_region_lr(head, h, probs, cfg.learning_rate, cfg.max_kl)
+    lr = trust_region_lr(unit_step_kl(head, h, probs), cfg.learning_rate, cfg.max_kl)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.step()
@@ -142,11 +142,12 @@ def test_trust_region_bounds_the_second_order_kl():
     exhaustive_loss(logp, oracle_values(group), 0.0, None)[0].backward()
     head.precondition_()
     probs = logp.detach().exp()
-    lr = trust_region_lr(head, h, probs, 1e6, 0.01)
+    kl = unit_step_kl(head, h, probs)
+    lr = trust_region_lr(kl, 1e6, 0.01)
     change = h @ (-lr * head.weight.grad).t()
     assert float(step_kl(change, probs)) == pytest.approx(0.01, rel=1e-4)
-    assert trust_region_lr(head, h, probs, 1e-3, 0.01) == 1e-3  # a small lr is kept as is
-    assert trust_region_lr(head, h, probs, 5.0, 0.0) == 5.0  # 0 = off
+    assert trust_region_lr(kl, 1e-3, 0.01) == 1e-3  # a small lr is kept as is
+    assert trust_region_lr(kl, 5.0, 0.0) == 5.0  # 0 = off
 
 
 def test_collapse_and_disagreement_oracles():
