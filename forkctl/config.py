@@ -360,6 +360,8 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
                                  "it is in logit units per unit of advantage and does not depend on the hidden "
                                  "size; full: AdamW.", gt=0,
                            cli_default=f"{HEAD_LR:g} for --train fork-head, 1e-6 for full")
+    head_momentum: float = opt(0.9, "The fork head's step direction is this running average of its preconditioned "
+                                    "gradients (0 = this batch's only).", ge=0, le=0.999)
     head_lr: float | None = opt(None, "--train full: the SGD step cap of the fork-head offset that full mode trains "
                                       "on top of the model's forking rows (as --lr in fork-head mode).", gt=0,
                                 cli_default=f"{HEAD_LR:g}")

@@ -397,7 +397,7 @@ def _update(run: Run, loss: Any, probs: Any) -> dict[str, float]:
     accelerator.backward(loss)
     if run.cfg.train == "full" and accelerator.num_processes > 1 and head.weight.grad is not None:
         head.weight.grad.copy_(accelerator.reduce(head.weight.grad, reduction="mean"))  # not DDP-wrapped
-    head.precondition_()
+    head.precondition_(run.cfg.head_momentum)
     kl = unit_step_kl(head, run.policy.last_hidden, probs)
     if accelerator.num_processes > 1:
         kl = float(accelerator.reduce(torch.tensor(kl, device=accelerator.device), reduction="mean"))

@@ -39,6 +39,7 @@ class ForkHead(torch.nn.Module):
         self.weight = torch.nn.Parameter(rows.detach().clone().float())
         self.register_buffer("mean", torch.zeros(rows.shape[1], device=rows.device))
         self.register_buffer("scale", torch.ones((), device=rows.device))
+        self.register_buffer("direction", torch.zeros_like(self.weight))  # the running step direction
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden.float() @ self.weight.t()
@@ -61,10 +62,15 @@ class ForkHead(torch.nn.Module):
         return (along / norm2.pow(2))[:, None] * self.mean[None, :] + perp / self.scale.pow(2)
 
     @torch.no_grad()
-    def precondition_(self) -> None:
-        """Replace ``weight.grad`` by its preconditioned step direction (then any plain SGD step applies it)."""
-        if self.weight.grad is not None:
-            self.weight.grad.copy_(self.precondition(self.weight.grad))
+    def precondition_(self, momentum: float = 0.0) -> None:
+        """Replace ``weight.grad`` by the step direction (then a plain SGD step applies it): the preconditioned
+        gradient, averaged over steps with ``momentum`` (heavy ball, d ← m·d + (1−m)·g). Across steps the
+        question-specific signal adds up while each batch's own noise averages out, so more of each step's KL
+        budget goes to what generalises."""
+        if self.weight.grad is None:
+            return
+        self.direction.mul_(momentum).add_(self.precondition(self.weight.grad), alpha=1 - momentum)
+        self.weight.grad.copy_(self.direction)
 
 
 def head_log_probs(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

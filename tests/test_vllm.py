@@ -112,44 +112,51 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_fi
 
 
 PUSH_SCRIPT = r"""
-import json, math, sys
+import json, sys
 import torch
 from transformers import AutoModelForCausalLM
+from vllm import SamplingParams
 from forkctl import forks
 from forkctl.generation import Request, SamplingConfig
 from forkctl.generation.vllm_backend import VLLMBackend
-from forkctl.models import fork_log_probs
 
 model_dir = sys.argv[1]
 backend = VLLMBackend(model_dir, dtype="float32", in_process=True,
                       engine_args={"max_model_len": 512, "enforce_eager": True, "max_num_seqs": 8})
 tok = backend.tokenizer
 fmt = forks.resolve_fork_format(model_dir, tok)
-ids = forks.fork_token_ids(tok, fmt.num_forks)
-prompt = forks.policy_prompt(tok, "What is 1 + 1?", fmt)
-rollout = [Request(forks.render_prompt(tok, "What is 1 + 1?", 1, fmt), n=4, seed=0)]
+prompt = forks.render_prompt(tok, "What is 1 + 1?", 1, fmt)
+ids = tok(prompt, add_special_tokens=False)["input_ids"]
+rollout = [Request(prompt, n=4, seed=0)]
 sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=8)  # same seeds: same texts unless π moved
 
-before_text = [c.text for c in backend.generate(rollout, sampling)[0]]
-before_pi = backend.fork_logprobs([prompt], ids)[0]
 
+def engine_top5():
+    out = backend.llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, temperature=0.0, logprobs=5),
+                               use_tqdm=False)
+    return {int(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()}
+
+
+before_text = [c.text for c in backend.generate(rollout, sampling)[0]]
+before_top = engine_top5()
 learner = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-with torch.no_grad():  # an update that changes the policy: new forking rows and a perturbed body
+with torch.no_grad():  # an update that changes the policy: every weight perturbed
     torch.manual_seed(0)
     for p in learner.parameters():
         p.add_(2.0 * p.std() * torch.randn_like(p))
 backend.load_weights(learner.state_dict().items())
 after_text = [c.text for c in backend.generate(rollout, sampling)[0]]
-after_pi = backend.fork_logprobs([prompt], ids)[0]
+after_top = engine_top5()
 with torch.no_grad():
-    learner_pi = fork_log_probs(learner, tok, [prompt], ids)[0].tolist()
-print(json.dumps({"before_text": before_text, "after_text": after_text, "before_pi": before_pi,
-                  "after_pi": after_pi, "learner_pi": learner_pi}))
+    logp = torch.log_softmax(learner(torch.tensor([ids])).logits[0, -1].float(), -1)
+print(json.dumps({"before_text": before_text, "after_text": after_text, "before_top": before_top,
+                  "after_top": after_top, "learner": {t: float(logp[int(t)]) for t in after_top}}))
 """
 
 
 def test_full_gfpo_pushes_updated_weights_into_the_in_process_vllm_engine(toy_model, questions_file, tmp_path):
-    """The engine generates from the pushed weights: π and rollouts change, and π equals the learner's own."""
+    """The engine generates from the pushed weights: its next-token distribution becomes the learner's, and the
+    rollouts (same seeds) change."""
     repo = Path(__file__).resolve().parents[1]
     env = vllm_env()
     env["PYTHONPATH"] = str(repo)  # this checkout's forkctl, not the virtualenv's
@@ -157,9 +164,10 @@ def test_full_gfpo_pushes_updated_weights_into_the_in_process_vllm_engine(toy_mo
                           text=True, timeout=600, cwd=repo)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert max(abs(a - b) for a, b in zip(got["after_pi"], got["before_pi"])) > 0.05
-    assert all(abs(a - b) < 1e-3 for a, b in zip(got["after_pi"], got["learner_pi"]))
-    assert got["after_text"] != got["before_text"]
+    assert got["after_top"] != got["before_top"]
+    # the engine now computes the learner's own next-token distribution (top 5 log-probabilities)
+    assert all(abs(lp - got["learner"][t]) < 1e-3 for t, lp in got["after_top"].items())
+    assert got["after_text"] != got["before_text"]  # and the rollouts changed
 
     # and forkctl gfpo --train full --backend vllm runs its steps through the push
     out = tmp_path / "full"
