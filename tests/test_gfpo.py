@@ -222,3 +222,22 @@ def test_full_mode_checkpoint_carries_the_head_offset_and_training_stays_tied(to
     with torch.no_grad():
         torch.testing.assert_close(fork_log_probs(reloaded, tok, prompts, ids), expected, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(policy.log_probs(prompts), expected)
+
+
+def test_synthetic_choice_task_makes_the_best_token_depend_on_the_question(tmp_path):
+    from forkctl.records import TraceSet, read_records
+    from forkctl.tasks import get_task
+    from forkctl.tasks.synthetic import classify_choice, parse_choice, solve_choice, write_choice_trace_sets
+
+    test, train = get_task("synthetic-choice").load(), get_task("synthetic-choice-train").load()
+    assert not {q.problem for q in test} & {q.problem for q in train}  # held-out questions never trained on
+    assert sum(q.extra["keyword"] == "first" for q in test) == len(test) // 2  # balanced
+    q = test[0]
+    p = parse_choice(q.problem)
+    front, back = solve_choice(p, "front"), solve_choice(p, "back")
+    [[s_front, s_back]] = get_task("synthetic-choice").score([(q, [front, back])])
+    assert s_front.correct != s_back.correct  # exactly one mode is right on every question
+    assert (s_front.correct if p.keyword == "first" else s_back.correct)
+    assert classify_choice(front) == "front" and classify_choice(back) == "back" and classify_choice("x") == "unknown"
+    sets = read_records(write_choice_trace_sets(tmp_path / "t.jsonl", 10), TraceSet)
+    assert all(sorted(t.extra["strategy"] for t in s.traces) == ["back", "front"] for s in sets)
