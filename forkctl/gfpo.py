@@ -16,8 +16,11 @@ Estimators:
 What is trained (``--train``):
 - ``fork-head`` (default): only the forking tokens' output rows, untied from the input embeddings, on the frozen
   hidden state at the fork position. The reasoning after a fixed token cannot change, so the modes survive; this is
-  a logistic-regression policy on the model's own features. Saved as an untied ``lm_head``.
-- ``full``: every parameter (the paper's update). Rollouts must then come from the current weights: the
+  a logistic-regression policy on the model's own features. Saved as an untied ``lm_head``. Its step is SGD in
+  centred, unit-norm feature coordinates (with a bias), averaged over steps (``--head-momentum``) and shortened to
+  a KL trust region (``--max-kl``), so it cannot saturate π in a step whatever the hidden size (docs/gfpo.md).
+- ``full``: every parameter (the paper's update; AdamW), plus the same fork-head step as an offset on the model's
+  forking rows. Rollouts must then come from the current weights: the
   transformers backend generates with the learner itself; ``--backend vllm`` runs the engine in-process and the
   updated weights are pushed into it before each step's rollouts (as TRL's colocate mode does); a remote
   openai-compatible server keeps its starting weights (warned).
