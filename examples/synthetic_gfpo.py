@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--estimators", default="sampled,exhaustive")
     ap.add_argument("--train", default="fork-head,full")
     ap.add_argument("--lr-full", type=float, default=3e-5)
-    ap.add_argument("--lr-head", type=float, default=0.01)
+    ap.add_argument("--lr-head", type=float, default=None,
+                    help="fork-head SGD step cap (default: gfpo's own; 0.01 was Adam's before issue 10)")
     ap.add_argument("--scale-rewards", action="store_true", help="standardise advantages per question")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

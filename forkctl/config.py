@@ -351,6 +351,8 @@ Reward = Literal["auto", "math", "synthetic"]
 class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, PromptOptions, ForkFormatOptions):
     """RL on the choice of forking token only: sample <think i> from π(·|x), roll out, reward, update log π."""
 
+    HEAD_LR = 100.0  # not a field: the fork head's default SGD step cap (logit units; docs/gfpo.md)
+
     model: str | None = opt(None, "Starting checkpoint: an SSFT model with forking tokens (ssft's --out).")
     task: str = opt("synthetic-train", "Training questions with answers: a task name (synthetic-train: the "
                                        "synthetic task's training split; math500, ...) or a questions file.",
@@ -363,8 +365,20 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
     group_size: int = opt(8, "G: rollouts per question (sampled) or per token (exhaustive).", ge=1)
     steps: int = opt(20, "Optimiser steps.", ge=0)
     batch_size: int = opt(16, "Questions per step (split across accelerate processes).", ge=1)
-    lr: float | None = opt(None, "Learning rate.", gt=0, cli_default="0.01 for --train fork-head, 1e-6 for full")
+    lr: float | None = opt(None, "Learning rate. fork-head: the cap of an SGD step taken on centred, unit-norm "
+                                 "fork-position features (logit units, independent of the hidden size; --max-kl "
+                                 "usually sets the step); full: the model's AdamW.", gt=0,
+                           cli_default=f"{HEAD_LR:g} for --train fork-head, 1e-6 for full")
+    head_momentum: float = opt(0.9, "The fork head's step direction is this running average of its preconditioned "
+                                    "gradients (0 = this batch's only).", ge=0, le=0.999)
+    head_lr: float | None = opt(None, "--train full: the SGD step cap of the fork-head offset that full mode trains "
+                                      "on top of the model's forking rows (as --lr in fork-head mode).", gt=0,
+                                cli_default=f"{HEAD_LR:g}")
     beta: float = opt(0.0, "Weight of the exact KL(π || π_start) over the N tokens.", ge=0)
+    max_kl: float = opt(0.05, "The fork head's step (both --train modes) is shortened so that the batch's mean KL "
+                              "between π before and after it is at most this (a trust region; 0 = off): no step "
+                              "can saturate π.",
+                        ge=0)
     clip: float = opt(0.2, "PPO ratio clipping epsilon (matters with --ppo-epochs > 1).", gt=0)
     ppo_epochs: int = opt(1, "Policy updates per batch of rollouts (sampled estimator).", ge=1)
     scale_rewards: bool = opt(False, "sampled: divide group advantages by the group's reward std; exhaustive: "
@@ -391,7 +405,14 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (0.01 if self.train == "fork-head" else 1e-6)
+        return self.lr if self.lr is not None else (self.HEAD_LR if self.train == "fork-head" else 1e-6)
+
+    @property
+    def head_learning_rate(self) -> float:
+        """The fork head's SGD step cap: --lr in fork-head mode, --head-lr in full mode."""
+        if self.train == "fork-head":
+            return self.learning_rate
+        return self.head_lr if self.head_lr is not None else self.HEAD_LR
 
 
 @dataclass

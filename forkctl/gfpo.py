@@ -16,9 +16,14 @@ Estimators:
 What is trained (``--train``):
 - ``fork-head`` (default): only the forking tokens' output rows, untied from the input embeddings, on the frozen
   hidden state at the fork position. The reasoning after a fixed token cannot change, so the modes survive; this is
-  a logistic-regression policy on the model's own features. Saved as an untied ``lm_head``.
-- ``full``: every parameter (the paper's update). Rollouts must then come from the current weights: use the
-  transformers rollout backend (a remote vLLM/openai server keeps its starting weights).
+  a logistic-regression policy on the model's own features. Saved as an untied ``lm_head``. Its step is SGD in
+  centred, unit-norm feature coordinates (with a bias), averaged over steps (``--head-momentum``) and shortened to
+  a KL trust region (``--max-kl``), so it cannot saturate π in a step whatever the hidden size (docs/gfpo.md).
+- ``full``: every parameter (the paper's update; AdamW), plus the same fork-head step as an offset on the model's
+  forking rows. Rollouts must then come from the current weights: the
+  transformers backend generates with the learner itself; ``--backend vllm`` runs the engine in-process and the
+  updated weights are pushed into it before each step's rollouts (as TRL's colocate mode does); a remote
+  openai-compatible server keeps its starting weights (warned).
 
 Outputs in ``--out``: the trained model (model, tokenizer, ``forkctl.json``; loadable like ssft's), and beside
 it ``gfpo_log.jsonl`` (per-step statistics), ``gfpo_state.pt`` (for ``--resume``) and ``gfpo_config.json``.
@@ -43,8 +48,9 @@ from forkctl import console, forks
 from forkctl.config import GFPOConfig, check_fingerprint, derive_seed, file_identity, write_run_config
 from forkctl.errors import UserError
 from forkctl.models import fork_hidden_states, fork_log_probs, load_for_training
-from forkctl.policy import (ForkHead, ForkPolicy, entropy, exhaustive_loss, group_advantages, head_log_probs,
-                            sampled_loss, scale_values, token_values)
+from forkctl.policy import (ForkHead, ForkPolicy, entropy, entropy_collapsed, exhaustive_loss, group_advantages,
+                            groups_disagree, head_log_probs, sampled_loss, scale_values, token_values,
+                            tie_output_embeddings, trust_region_lr, unit_step_kl)
 from forkctl.records import JsonlAppender, Question, keep_lines, read_json_lines
 
 ESTIMATORS = ("sampled", "exhaustive")
@@ -54,6 +60,7 @@ STATE_FILE = "gfpo_state.pt"
 LOG_FILE = "gfpo_log.jsonl"
 CONFIG_FILE = "gfpo_config.json"
 # Settings that do not change what is trained: a resume may extend the steps, or be quiet.
+FEATURE_QUESTIONS = 256  # training prompts that set the fork head's feature centre and scale
 NOT_FINGERPRINTED = ("out", "resume", "quiet", "overwrite", "steps", "save_every")
 
 
@@ -65,6 +72,7 @@ class Run:
     accelerator: Any
     policy: ForkPolicy
     optimizer: Any
+    head_optimizer: Any
     tokenizer: Any
     fmt: forks.ForkFormat
     task: Any
@@ -75,6 +83,7 @@ class Run:
     ref_model: Any = None
     ref_head: Any = None
     order: list[int] = field(default_factory=list)
+    model_path: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,6 +157,8 @@ def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
 
     bf16 = cfg.bf16 and cfg.train == "full" and accelerator.device.type == "cuda"
     model, tokenizer, autocast = load_for_training(model_path, bf16=bf16, device=str(accelerator.device))
+    if cfg.train == "full" and _saved_tied(Path(model_path) / STATE_FILE):
+        tie_output_embeddings(model)  # saved untied (forking rows + offset); training goes on as it was
     fmt = forks.resolve_fork_format(cfg.model, tokenizer, cfg.num_forks, cfg.fork_prefix, cfg.fork_suffix)
     if fmt.num_forks < 2:
         raise UserError(f"{cfg.model} has {fmt.num_forks} forking tokens; GFPO needs at least 2 (an SSFT checkpoint)")
@@ -156,11 +167,39 @@ def _setup_learner(cfg: GFPOConfig, accelerator: Any, model_path: str) -> Run:
     questions = _load_questions(cfg, task)
     ref_model = _frozen_copy(model) if cfg.train == "full" and cfg.beta > 0 else None
     policy = ForkPolicy(model, tokenizer, fork_ids, cfg.train, autocast=autocast)
-    ref_head = policy.head.weight.detach().clone() if policy.head is not None else None
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    _fit_head(cfg, policy, task, questions, fmt)
+    ref_head = policy.head.weight.detach().clone() if cfg.train == "fork-head" else None
+    optimizer = make_optimizer(cfg, policy)
     policy.trainable, optimizer = accelerator.prepare(policy.trainable, optimizer)
-    return Run(cfg, accelerator, policy, optimizer, tokenizer, fmt, task, reward_judge(cfg.reward, task), questions,
-               ref_model=ref_model, ref_head=ref_head, order=_question_order(len(questions), cfg.seed))
+    head_optimizer = optimizer if cfg.train == "fork-head" else torch.optim.SGD(policy.head.parameters(),
+                                                                                  lr=cfg.head_learning_rate)
+    return Run(cfg, accelerator, policy, optimizer, head_optimizer, tokenizer, fmt, task,
+               reward_judge(cfg.reward, task), questions, ref_model=ref_model, ref_head=ref_head,
+               order=_question_order(len(questions), cfg.seed), model_path=model_path)
+
+
+def _saved_tied(state_file: Path) -> bool:
+    """Whether a full-mode run being resumed trained a model with tied embeddings."""
+    return state_file.exists() and bool(torch.load(state_file, weights_only=False, mmap=True).get("tied"))
+
+
+def _fit_head(cfg: GFPOConfig, policy: ForkPolicy, task: Any, questions: list[Question], fmt: forks.ForkFormat
+              ) -> None:
+    """The fork head's feature centre and scale from up to FEATURE_QUESTIONS training prompts (seeded sample)."""
+    picked = random.Random(derive_seed(cfg.seed, "gfpo-features")).sample(
+        questions, min(FEATURE_QUESTIONS, len(questions)))
+    prompts = [forks.policy_prompt(policy.tokenizer, task.user_message(q, cfg.prompt_template), fmt,
+                                   cfg.system_prompt) for q in picked]
+    policy.fit_head(prompts)
+
+
+def make_optimizer(cfg: GFPOConfig, policy: ForkPolicy) -> Any:
+    """What ``--train`` trains. fork-head: plain SGD — the head's step is preconditioned to centred, unit-norm
+    features, so it is in logit units and scale-free; Adam's per-coordinate normalisation would make it grow with
+    the hidden size again. full: AdamW on the model (the head offset gets its own SGD, :func:`_setup_learner`)."""
+    if cfg.train == "fork-head":
+        return torch.optim.SGD(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(policy.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def _load_questions(cfg: GFPOConfig, task: Any) -> list[Question]:
@@ -175,9 +214,8 @@ def _restore(run: Run, out: Path) -> int:
     """Optimiser, head and random states of the saved step (the model itself was loaded from ``out``)."""
     state = torch.load(out / STATE_FILE, weights_only=False)
     run.optimizer.load_state_dict(state["optimizer"])
-    if run.policy.head is not None:
-        run.policy.head.weight.data.copy_(state["head"])
-        run.ref_head = state["ref_head"]
+    run.policy.head.load_state_dict(state["head"])
+    run.ref_head = state["ref_head"]
     random.setstate(state["py_rng"])
     torch.set_rng_state(state["torch_rng"])
     _truncate_log(out / LOG_FILE, state["step"])
@@ -185,7 +223,9 @@ def _restore(run: Run, out: Path) -> int:
 
 
 def _rollout_backend(run: Run) -> Any:
-    """The chosen backend with its own options; transformers rolls out the learner's own (current) weights."""
+    """The chosen backend with its own options. transformers rolls out the learner's own (current) weights; with
+    --train full, vllm runs in-process and receives the updated weights before every step (:func:`_push_weights`);
+    fork-head mode keeps an unchanged engine (the body is frozen and π is the learner's own)."""
     from forkctl.generation import load_backend
     from forkctl.generation.hf import TransformersBackend
 
@@ -193,10 +233,22 @@ def _rollout_backend(run: Run) -> Any:
     if cfg.backend == "transformers":
         return TransformersBackend(cfg.model, batch_size=cfg.generate_batch_size, model_obj=run.policy.model,
                                    tokenizer=run.tokenizer)
+    if cfg.train == "full" and cfg.backend == "vllm":
+        # the starting checkpoint: the same architecture (and tying) as the learner, whose weights are pushed
+        return load_backend("vllm", cfg.model, **cfg.backend_options(), in_process=True)
     if cfg.train == "full" and run.accelerator.is_main_process:
-        console.warn(f"--train full with --backend {cfg.backend}: rollouts come from the starting weights, not the "
-                     f"updated policy")
+        console.warn(f"--train full with --backend {cfg.backend}: rollouts come from the server's starting weights, "
+                     f"not the updated policy (use --backend vllm or transformers)")
     return load_backend(cfg.backend, cfg.model, **cfg.backend_options())
+
+
+def _push_weights(run: Run) -> None:
+    """--train full with an in-process vLLM engine: the learner's current weights (fp32 masters; vLLM casts them)
+    into the engine, so this step's rollouts come from the policy being trained (also right after a --resume)."""
+    if run.cfg.train != "full" or not hasattr(run.rollout, "load_weights"):
+        return
+    with torch.no_grad():
+        run.rollout.load_weights(run.policy.model.state_dict().items())
 
 
 def _sampling(run: Run) -> Any:
@@ -219,6 +271,7 @@ def _step(run: Run, step: int) -> dict[str, Any]:
         ref_logp = _reference_logp(run, prompts)
     probs0 = logp0.exp().cpu()
     actions, plan = _plan(cfg, probs0, run.fmt.num_forks, len(batch), step)
+    _push_weights(run)
     rewards, truncated = _rollouts(run, batch, users, plan, step)
     if cfg.train == "full":
         policy.model.train()
@@ -250,9 +303,9 @@ def _sampled_update(run: Run, prompts: list[str], logp0: torch.Tensor, actions: 
     actions = actions.to(logp0.device)
     old = logp0.gather(1, actions).detach()
     for _ in range(cfg.ppo_epochs):
-        loss, extra = sampled_loss(run.policy.log_probs(prompts), actions, advantages, old, cfg.clip, cfg.beta,
-                                   ref_logp)
-        _update(run, loss)
+        logp = run.policy.log_probs(prompts)
+        loss, extra = sampled_loss(logp, actions, advantages, old, cfg.clip, cfg.beta, ref_logp)
+        extra.update(_update(run, loss, logp.detach().exp()))
     return loss, extra, [a for row in adv_rows for a in row]
 
 
@@ -264,7 +317,7 @@ def _exhaustive_update(run: Run, prompts: list[str], probs0: torch.Tensor, rewar
     if cfg.scale_rewards:
         values = scale_values(values)
     loss, extra = exhaustive_loss(logp, values, cfg.beta, ref_logp)
-    _update(run, loss)
+    extra.update(_update(run, loss, logp.detach().exp()))
     base = (probs0.to(values.device) * values).sum(-1, keepdim=True)
     return loss, extra, (values - base).flatten().tolist()
 
@@ -337,10 +390,31 @@ def _rollouts(run: Run, batch: list[Question], users: list[str], plan: list[list
     return rewards, truncated
 
 
-def _update(run: Run, loss: Any) -> None:
+def _update(run: Run, loss: Any, probs: Any) -> dict[str, float]:
+    """One optimiser step. The fork head's step (the whole update in fork-head mode) is preconditioned and its
+    size shortened to the KL trust region (``--max-kl``), agreed over processes; full mode also steps the model."""
+    accelerator, head = run.accelerator, _unwrap(run.policy.trainable) if run.cfg.train == "fork-head" \
+        else run.policy.head
     run.optimizer.zero_grad()
-    run.accelerator.backward(loss)
+    run.head_optimizer.zero_grad()
+    accelerator.backward(loss)
+    if run.cfg.train == "full" and accelerator.num_processes > 1 and head.weight.grad is not None:
+        head.weight.grad.copy_(accelerator.reduce(head.weight.grad, reduction="mean"))  # not DDP-wrapped
+    head.precondition_(run.cfg.head_momentum)
+    kl = unit_step_kl(head, run.policy.last_hidden, probs)
+    if accelerator.num_processes > 1:
+        kl = float(accelerator.reduce(torch.tensor(kl, device=accelerator.device), reduction="mean"))
+    lr = trust_region_lr(kl, run.cfg.head_learning_rate, run.cfg.max_kl)
+    for group in run.head_optimizer.param_groups:
+        group["lr"] = lr
     run.optimizer.step()
+    if run.head_optimizer is not run.optimizer:
+        run.head_optimizer.step()
+    return {"step_lr": lr, "step_kl_bound": min(run.cfg.max_kl, kl * lr * lr) if kl > 0 else 0.0}
+
+
+def _unwrap(module: Any) -> Any:
+    return getattr(module, "module", module)
 
 
 def _gather(accelerator: Any, *lists: list) -> list[list]:
@@ -374,6 +448,8 @@ def _step_stats(step: int, probs: list[list[float]], rewards: list[list[float]],
         "zero_variance_frac": sum(zero_var) / len(zero_var),
         "truncated_frac": sum(truncated) / len(truncated),
         "loss": loss,
+        "pi_collapsed": entropy_collapsed(probs),
+        "groups_disagree": groups_disagree(rewards, plan),
         **extra,
     }
 
@@ -386,6 +462,11 @@ def _report(stats: dict[str, Any], progress: bool) -> None:
     if stats["zero_variance_frac"] == 1.0:
         console.warn(f"step {stats['step']}: every question's rewards are identical (zero variance): advantages "
                      f"are all zero and this step learns nothing")
+    if stats["pi_collapsed"] and stats["groups_disagree"]:
+        console.warn(f"step {stats['step']}: π has collapsed (entropy {stats['pi_entropy']:.3f}, the same token for "
+                     f"every question) while the rewards still differ across questions: per-question choice is "
+                     f"being lost; lower --lr / --max-kl, raise --beta, or check the fork-head features "
+                     f"(docs/gfpo.md)")
     if progress:
         pi = " ".join(f"{p:.2f}" for p in stats["pi_mean"])
         console.note(f"step {stats['step']:>4}  reward {stats['reward_mean']:.3f}  π̄ [{pi}]  "
@@ -399,13 +480,13 @@ def _save(run: Run, out: Path, step: int) -> None:
     if not run.accelerator.is_main_process:
         return
     policy = run.policy
-    policy.write_back()
-    policy.model.save_pretrained(out)
+    with policy.saved_rows():
+        policy.model.save_pretrained(out)
     run.tokenizer.save_pretrained(out)
     run.fmt.save(out)
-    state = {"step": step, "optimizer": run.optimizer.state_dict(), "py_rng": random.getstate(),
+    state = {"step": step, "tied": policy.tied, "optimizer": run.optimizer.state_dict(), "py_rng": random.getstate(),
              "torch_rng": torch.get_rng_state(),
-             "head": policy.head.weight.detach().cpu() if policy.head is not None else None,
+             "head": {k: v.detach().cpu() for k, v in policy.head.state_dict().items()},
              "ref_head": run.ref_head.cpu() if run.ref_head is not None else None}
     tmp = out / (STATE_FILE + ".tmp")
     torch.save(state, tmp)

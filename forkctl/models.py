@@ -180,3 +180,15 @@ def fork_hidden_states(model: Any, tokenizer: Any, prompts: list[str]) -> Any:
     the forking tokens multiply (the fork-head policy trains those rows on these frozen features)."""
     input_ids, mask = encode_left_padded(tokenizer, prompts, model_device(model))
     return model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, -1, :]
+
+
+def fork_logits_and_hidden(model: Any, tokenizer: Any, prompts: list[str], fork_ids: list[int],
+                           autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+                           ) -> tuple[Any, Any]:
+    """((len(prompts), N) fp32 logits of the forking tokens, (len(prompts), d) final normed hidden states) at the
+    fork position, from one forward pass through ``model`` itself (so an accelerate/DDP wrapper sees it and
+    synchronises gradients). Differentiable unless called under ``no_grad``."""
+    input_ids, mask = encode_left_padded(tokenizer, prompts, model_device(model))
+    with autocast():
+        out = model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1, output_hidden_states=True)
+    return out.logits[:, -1, list(fork_ids)].float(), out.hidden_states[-1][:, -1, :].float()

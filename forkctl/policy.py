@@ -13,22 +13,64 @@ from __future__ import annotations
 import contextlib
 import math
 from contextlib import AbstractContextManager
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from forkctl.models import fork_hidden_states, fork_log_probs
+from forkctl.models import fork_hidden_states, fork_log_probs, fork_logits_and_hidden
 
 
 class ForkHead(torch.nn.Module):
-    """The forking tokens' output rows, untied from everything else: logits = h · W_forkᵀ."""
+    """The forking tokens' output rows W, untied from everything else: logits = h · Wᵀ, trained by a
+    preconditioned step that is well conditioned whatever the model (:meth:`precondition_`).
+
+    Fork-position states share a large common component μ (the same template, the same position; on the
+    synthetic-choice model ‖μ‖ ≈ 12.6 against an RMS spread of 0.35 around it). A plain or Adam step on W moves
+    every question's logits alike along μ, and Adam's per-coordinate normalisation makes that step grow with the
+    hidden size: the collapse of issue 10. So the step is taken as if the features were (a) the centred states
+    h·P⊥/s, P⊥ = I − μ̂μ̂ᵀ and s their RMS norm (norm ≈ 1 whatever the hidden size), plus (b) one bias feature
+    h·μ/‖μ‖² ≈ 1 that carries the question-independent preference. Both features are linear in h, so W stays an
+    ordinary set of output rows (a checkpoint carries it in an untied ``lm_head``, no bias needed); only the
+    step's geometry changes. μ and s come from :meth:`fit_features` (until then the step is plain SGD).
+    """
 
     def __init__(self, rows: torch.Tensor) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(rows.detach().clone().float())
+        self.register_buffer("mean", torch.zeros(rows.shape[1], device=rows.device))
+        self.register_buffer("scale", torch.ones((), device=rows.device))
+        self.register_buffer("direction", torch.zeros_like(self.weight))  # the running step direction
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden.float() @ self.weight.t()
+
+    @torch.no_grad()
+    def fit_features(self, hidden: torch.Tensor) -> None:
+        """Set μ and s from fork-position states of training prompts (before any update)."""
+        h = hidden.float().to(self.weight.device)
+        self.mean.copy_(h.mean(0))
+        self.scale.copy_((h - self.mean).pow(2).sum(-1).mean().sqrt().clamp(min=1e-6))
+
+    def precondition(self, grad: torch.Tensor) -> torch.Tensor:
+        """The row step of an SGD step on the (bias, centred-feature) coordinates, for a gradient ``grad`` with
+        respect to W: G·(μμᵀ/‖μ‖⁴ + P⊥/s²). The chain rule through W = W₀ + b⊗μ/‖μ‖² + U·P⊥/s."""
+        norm2 = self.mean.pow(2).sum()
+        if float(norm2) == 0.0:
+            return grad / self.scale.pow(2)
+        along = grad @ self.mean  # (N,)
+        perp = grad - (along / norm2)[:, None] * self.mean[None, :]
+        return (along / norm2.pow(2))[:, None] * self.mean[None, :] + perp / self.scale.pow(2)
+
+    @torch.no_grad()
+    def precondition_(self, momentum: float = 0.0) -> None:
+        """Replace ``weight.grad`` by the step direction (then a plain SGD step applies it): the preconditioned
+        gradient, averaged over steps with ``momentum`` (heavy ball, d ← m·d + (1−m)·g). Across steps the
+        question-specific signal adds up while each batch's own noise averages out, so more of each step's KL
+        budget goes to what generalises."""
+        if self.weight.grad is None:
+            return
+        self.direction.mul_(momentum).add_(self.precondition(self.weight.grad), alpha=1 - momentum)
+        self.weight.grad.copy_(self.direction)
 
 
 def head_log_probs(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -36,49 +78,134 @@ def head_log_probs(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(hidden.float() @ rows.to(hidden.device).float().t(), dim=-1)
 
 
+def step_kl(logit_change: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """Mean over questions of KL(π‖π_new) to second order, ½ Var_π(Δlogits), for logit changes (Q, N)."""
+    centred = logit_change - (probs * logit_change).sum(-1, keepdim=True)
+    return 0.5 * (probs * centred.pow(2)).sum(-1).mean()
+
+
+def unit_step_kl(head: ForkHead, hidden: torch.Tensor | None, probs: torch.Tensor) -> float:
+    """The batch's mean KL between π before and after an SGD step of size 1 along the head's (preconditioned)
+    gradient, to second order; 0 when there is no gradient."""
+    if head.weight.grad is None or hidden is None:
+        return 0.0
+    change = hidden.float() @ (-head.weight.grad).t()  # Δlogits of a unit step
+    return float(step_kl(change, probs.to(change.device).float()))
+
+
+def trust_region_lr(kl_unit: float, lr: float, max_kl: float) -> float:
+    """The SGD step size: ``lr``, shortened so that the batch's mean KL between π before and after the step is at
+    most ``max_kl`` (``kl_unit``: that KL for a step of 1; it grows as the square of the step size). A bound in
+    π-space does not depend on the hidden size, the feature scale or how imbalanced a batch is, so no single
+    step can saturate π. ``max_kl`` 0: no bound."""
+    if max_kl <= 0 or kl_unit <= 0:
+        return lr
+    return min(lr, math.sqrt(max_kl / kl_unit))
+
+
 class ForkPolicy:
-    """log π(g_i | x) over the N forking tokens, for either training mode.
+    """log π(g_i | x) over the N forking tokens, for either training mode; both train a :class:`ForkHead`.
+
+    - ``fork-head``: the head holds the forking rows themselves, on the frozen body's fork-position state;
+    - ``full``: every parameter through the model's own logits, plus a head that starts at zero and adds
+      h · ΔWᵀ: the forking rows' question-dependent part gets the same well-conditioned, trust-region step as in
+      fork-head mode (an AdamW step on those rows is what saturates π; the body keeps AdamW at a small lr).
 
     ``model`` is the plain model (generation, saving); ``trainable`` is what gradients flow through, wrapped by
-    ``accelerate`` when several processes run: the whole model (``full``) or a :class:`ForkHead` (``fork-head``).
-    ``autocast``: the context the full model's forward runs in (bf16 autocast over fp32 weights, or nothing).
+    ``accelerate`` when several processes run: the :class:`ForkHead` (``fork-head``) or the whole model
+    (``full``, whose head is then ``extra``). ``autocast``: the context the full model's forward runs in.
     """
 
     def __init__(self, model: Any, tokenizer: Any, fork_ids: list[int], train: str,
                  autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         self.model, self.tokenizer, self.fork_ids, self.train = model, tokenizer, fork_ids, train
         self.autocast = autocast
-        self.head: ForkHead | None = None
+        self.last_hidden: torch.Tensor | None = None
+        self.tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        rows = model.get_output_embeddings().weight[fork_ids].detach()
         if train == "fork-head":
             for p in model.parameters():
                 p.requires_grad_(False)
-            self.head = ForkHead(model.get_output_embeddings().weight[fork_ids])
-            self.head.to(model.get_input_embeddings().weight.device)
-        self.trainable: Any = self.head if self.head is not None else model
+            self.head = ForkHead(rows)
+        else:
+            self.head = ForkHead(torch.zeros_like(rows))  # an offset on the model's own rows
+        self.head.to(model.get_input_embeddings().weight.device)
+        self.trainable: Any = self.head if train == "fork-head" else model
+
+    @torch.no_grad()
+    def fit_head(self, prompts: list[str], batch_size: int = 64) -> None:
+        """Centre and scale the head's features on these (training) prompts' fork-position states."""
+        states = [fork_hidden_states(self.model, self.tokenizer, prompts[i:i + batch_size])
+                  for i in range(0, len(prompts), batch_size)]
+        self.head.fit_features(torch.cat(states))
 
     def parameters(self) -> list[torch.nn.Parameter]:
+        """What ``trainable`` trains: the head (fork-head) or the model (full, whose head is trained apart)."""
         return [p for p in self.trainable.parameters() if p.requires_grad]
 
     def log_probs(self, prompts: list[str]) -> torch.Tensor:
         """(batch, N) log-probabilities; differentiable with respect to the trained parameters only."""
-        if self.head is not None:
+        if self.train == "fork-head":
             with torch.no_grad():
                 h = fork_hidden_states(self.model, self.tokenizer, prompts)
+            self.last_hidden = h  # what the trust region measures the step on
             return torch.log_softmax(self.trainable(h), dim=-1)
-        return fork_log_probs(self.trainable, self.tokenizer, prompts, self.fork_ids, autocast=self.autocast)
+        logits, h = fork_logits_and_hidden(self.trainable, self.tokenizer, prompts, self.fork_ids, self.autocast)
+        self.last_hidden = h.detach()
+        return torch.log_softmax(logits + self.head(h), dim=-1)
 
     def write_back(self) -> None:
-        """Put the trained forking rows into an untied ``lm_head`` (fork-head mode) so checkpoints carry them."""
-        if self.head is None:
+        """fork-head: put the trained forking rows into an untied ``lm_head`` (for good: the body is frozen and π
+        is the head's), so checkpoints carry them."""
+        untie_output_embeddings(self.model)
+        out_emb = self.model.get_output_embeddings()
+        with torch.no_grad():
+            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight)
+
+    @contextlib.contextmanager
+    def saved_rows(self) -> Iterator[None]:
+        """The model as a checkpoint must hold it while the block runs: fork-head, :meth:`write_back`; full, the
+        model's forking rows plus the head's offset in an untied ``lm_head``, undone afterwards (training goes
+        on with the same parameters, tied as before, and the offset kept in the head)."""
+        if self.train == "fork-head":
+            self.write_back()
+            yield
             return
         out_emb = self.model.get_output_embeddings()
-        if out_emb.weight.data_ptr() == self.model.get_input_embeddings().weight.data_ptr():
-            out_emb.weight = torch.nn.Parameter(out_emb.weight.detach().clone(), requires_grad=False)
-            self.model.config.tie_word_embeddings = False
-            if hasattr(self.model.config, "get_text_config"):
-                self.model.config.get_text_config().tie_word_embeddings = False
+        before, rows = out_emb.weight, out_emb.weight[self.fork_ids].detach().clone()
+        untie_output_embeddings(self.model)
         with torch.no_grad():
-            out_emb.weight[self.fork_ids] = self.head.weight.detach().to(out_emb.weight.dtype)
+            out_emb.weight[self.fork_ids] += self.head.weight.detach().to(out_emb.weight)
+        try:
+            yield
+        finally:
+            if self.tied:
+                tie_output_embeddings(self.model)
+            else:
+                with torch.no_grad():
+                    before[self.fork_ids] = rows
+            assert out_emb.weight is before or self.tied
+
+
+def tie_output_embeddings(model: Any) -> None:
+    """Undo :func:`untie_output_embeddings`: ``lm_head`` shares the input embeddings again."""
+    model.get_output_embeddings().weight = model.get_input_embeddings().weight
+    model.config.tie_word_embeddings = True
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = True
+
+
+def untie_output_embeddings(model: Any) -> bool:
+    """Give ``lm_head`` its own copy of tied weights (and say so in the config), so the forking rows can differ
+    from the forking tokens' input embeddings. Returns whether they were tied."""
+    out_emb = model.get_output_embeddings()
+    if out_emb.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        return False
+    out_emb.weight = torch.nn.Parameter(out_emb.weight.detach().clone(), requires_grad=out_emb.weight.requires_grad)
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,3 +273,35 @@ def scale_values(values: torch.Tensor) -> torch.Tensor:
 
 def entropy(probs: list[float]) -> float:
     return -sum(p * math.log(p) for p in probs if p > 0)
+
+
+COLLAPSE_FRACTION = 0.1  # π counts as collapsed below this fraction of the uniform entropy log N
+
+
+def entropy_collapsed(probs: list[list[float]]) -> bool:
+    """Whether π is near-deterministic AND picks the same token for (almost) every question: both the mean
+    per-question entropy and the entropy of the batch-mean π are below ``COLLAPSE_FRACTION`` · log N. A policy that
+    is sure but picks different tokens for different questions has learned, not collapsed."""
+    n = len(probs[0])
+    floor = COLLAPSE_FRACTION * math.log(n)
+    mean_pi = [sum(p[i] for p in probs) / len(probs) for i in range(n)]
+    return sum(entropy(p) for p in probs) / len(probs) < floor and entropy(mean_pi) < floor
+
+
+def groups_disagree(rewards: list[list[float]], plan: list[list[int]]) -> bool:
+    """Whether the batch's rewards say different questions want different things: the best token (unique top mean
+    reward among the tokens a question's group tried) differs between questions, or, when every group tried one
+    token only (a collapsed π), that token scores ≥ 0.5 better on some questions than on others."""
+    best: set[int] = set()
+    means = []
+    for row, tokens in zip(rewards, plan):
+        by_token: dict[int, list[float]] = {}
+        for r, t in zip(row, tokens):
+            by_token.setdefault(t, []).append(r)
+        avg = {t: sum(v) / len(v) for t, v in by_token.items()}
+        top = max(avg.values())
+        winners = [t for t, v in avg.items() if v == top]
+        if len(avg) > 1 and len(winners) == 1:
+            best.add(winners[0])
+        means.append(sum(row) / len(row))
+    return len(best) > 1 or max(means) - min(means) >= 0.5

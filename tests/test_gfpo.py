@@ -173,3 +173,71 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(toy_model, questi
     result = run_gfpo(GFPOConfig(**{**base, "group_size": 3, "overwrite": True}))
     assert [r["step"] for r in read_log(out / "gfpo_log.jsonl")] == [1] and result["model"] == str(out)
     assert json.loads((out / "gfpo_config.json").read_text())["config"]["group_size"] == 3
+
+
+def test_warns_when_pi_collapses_while_groups_still_disagree(monkeypatch):
+    """The step statistics flag a collapsed π (same token everywhere, near-zero entropy) whose rollouts still
+    show that questions want different things, and the report warns; a per-question choice does not warn."""
+    from forkctl import console
+    from forkctl.gfpo import _report, _step_stats
+
+    warnings: list[str] = []
+    monkeypatch.setattr(console, "warn", warnings.append)
+    collapsed = [[0.001, 0.999]] * 4
+    plan = [[2, 2, 2, 2]] * 4  # a collapsed sampled π: every group rolls out <think2> only
+    rewards = [[1.0] * 4, [1.0] * 4, [0.0] * 4, [0.0] * 4]  # right on two questions, wrong on the others
+    stats = _step_stats(7, collapsed, rewards, [0.0] * 16, [False] * 16, 0.0, {}, plan)
+    assert stats["pi_collapsed"] and stats["groups_disagree"]
+    _report(stats, progress=False)
+    assert any("π has collapsed" in w and "step 7" in w for w in warnings)
+
+    warnings.clear()
+    learned = [[0.999, 0.001], [0.999, 0.001], [0.001, 0.999], [0.001, 0.999]]
+    plan = [[1] * 4, [1] * 4, [2] * 4, [2] * 4]
+    stats = _step_stats(8, learned, [[1.0] * 4] * 4, [0.0] * 16, [False] * 16, 0.0, {}, plan)
+    assert not stats["pi_collapsed"]
+    _report(stats, progress=False)
+    assert not any("collapsed" in w for w in warnings)
+
+
+def test_full_mode_checkpoint_carries_the_head_offset_and_training_stays_tied(toy_model, tmp_path):
+    tok = AutoTokenizer.from_pretrained(toy_model)
+    model = AutoModelForCausalLM.from_pretrained(toy_model)
+    ids = forks.fork_token_ids(tok, 4)
+    fmt = forks.resolve_fork_format(toy_model, tok)
+    prompts = [forks.policy_prompt(tok, "What is 1+1?", fmt)]
+    policy = ForkPolicy(model, tok, ids, "full")
+    assert policy.tied
+    with torch.no_grad():
+        policy.head.weight.add_(torch.randn_like(policy.head.weight))
+        expected = policy.log_probs(prompts)
+        embeddings = model.get_input_embeddings().weight.detach().clone()
+    with policy.saved_rows():
+        model.save_pretrained(tmp_path / "c")
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied again
+    torch.testing.assert_close(model.get_input_embeddings().weight, embeddings)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "c")
+    from forkctl.models import fork_log_probs
+
+    with torch.no_grad():
+        torch.testing.assert_close(fork_log_probs(reloaded, tok, prompts, ids), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(policy.log_probs(prompts), expected)
+
+
+def test_synthetic_choice_task_makes_the_best_token_depend_on_the_question(tmp_path):
+    from forkctl.records import TraceSet, read_records
+    from forkctl.tasks import get_task
+    from forkctl.tasks.synthetic import classify_choice, parse_choice, solve_choice, write_choice_trace_sets
+
+    test, train = get_task("synthetic-choice").load(), get_task("synthetic-choice-train").load()
+    assert not {q.problem for q in test} & {q.problem for q in train}  # held-out questions never trained on
+    assert sum(q.extra["keyword"] == "first" for q in test) == len(test) // 2  # balanced
+    q = test[0]
+    p = parse_choice(q.problem)
+    front, back = solve_choice(p, "front"), solve_choice(p, "back")
+    [[s_front, s_back]] = get_task("synthetic-choice").score([(q, [front, back])])
+    assert s_front.correct != s_back.correct  # exactly one mode is right on every question
+    assert (s_front.correct if p.keyword == "first" else s_back.correct)
+    assert classify_choice(front) == "front" and classify_choice(back) == "back" and classify_choice("x") == "unknown"
+    sets = read_records(write_choice_trace_sets(tmp_path / "t.jsonl", 10), TraceSet)
+    assert all(sorted(t.extra["strategy"] for t in s.traces) == ["back", "front"] for s in sets)

@@ -109,3 +109,74 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_fi
         "--quiet"])
     assert result.exit_code == 0, result.output
     assert all(s.fork in {1, 2, 3, 4} for s in read_records(out / "samples.jsonl", Sample))
+
+
+PUSH_SCRIPT = r"""
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+from vllm import SamplingParams
+from forkctl import forks
+from forkctl.generation import Request, SamplingConfig
+from forkctl.generation.vllm_backend import VLLMBackend
+
+model_dir = sys.argv[1]
+backend = VLLMBackend(model_dir, dtype="float32", in_process=True,
+                      engine_args={"max_model_len": 512, "enforce_eager": True, "max_num_seqs": 8})
+tok = backend.tokenizer
+fmt = forks.resolve_fork_format(model_dir, tok)
+prompt = forks.render_prompt(tok, "What is 1 + 1?", 1, fmt)
+ids = tok(prompt, add_special_tokens=False)["input_ids"]
+rollout = [Request(prompt, n=4, seed=0)]
+sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=8)  # same seeds: same texts unless π moved
+
+
+def engine_top5():
+    out = backend.llm.generate([{"prompt_token_ids": ids}], SamplingParams(max_tokens=1, temperature=0.0, logprobs=5),
+                               use_tqdm=False)
+    return {int(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()}
+
+
+before_text = [c.text for c in backend.generate(rollout, sampling)[0]]
+before_top = engine_top5()
+learner = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+with torch.no_grad():  # an update that changes the policy: every weight perturbed
+    torch.manual_seed(0)
+    for p in learner.parameters():
+        p.add_(2.0 * p.std() * torch.randn_like(p))
+backend.load_weights(learner.state_dict().items())
+after_text = [c.text for c in backend.generate(rollout, sampling)[0]]
+after_top = engine_top5()
+with torch.no_grad():
+    logp = torch.log_softmax(learner(torch.tensor([ids])).logits[0, -1].float(), -1)
+print(json.dumps({"before_text": before_text, "after_text": after_text, "before_top": before_top,
+                  "after_top": after_top, "learner": {t: float(logp[int(t)]) for t in after_top}}))
+"""
+
+
+def test_full_gfpo_pushes_updated_weights_into_the_in_process_vllm_engine(toy_model, questions_file, tmp_path):
+    """The engine generates from the pushed weights: its next-token distribution becomes the learner's, and the
+    rollouts (same seeds) change."""
+    repo = Path(__file__).resolve().parents[1]
+    env = vllm_env()
+    env["PYTHONPATH"] = str(repo)  # this checkout's forkctl, not the virtualenv's
+    proc = subprocess.run([str(VLLM_PY), "-c", PUSH_SCRIPT, str(toy_model)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["after_top"] != got["before_top"]
+    # the engine now computes the learner's own next-token distribution (top 5 log-probabilities)
+    assert all(abs(lp - got["learner"][t]) < 1e-3 for t, lp in got["after_top"].items())
+    assert got["after_text"] != got["before_text"]  # and the rollouts changed
+
+    # and forkctl gfpo --train full --backend vllm runs its steps through the push
+    out = tmp_path / "full"
+    proc = subprocess.run(
+        [str(VLLM_PY), "-m", "forkctl", "gfpo", "--model", str(toy_model), "--task", str(questions_file),
+         "--train", "full", "--backend", "vllm", "--dtype", "float32", "--vllm-args",
+         json.dumps({"max_model_len": 512, "enforce_eager": True, "max_num_seqs": 8}), "--steps", "2",
+         "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "3", "--lr", "1e-2", "--out", str(out),
+         "--quiet"], env=env, capture_output=True, text=True, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "starting weights" not in proc.stdout + proc.stderr
+    assert [r["step"] for r in map(json.loads, (out / "gfpo_log.jsonl").read_text().splitlines())] == [1, 2]

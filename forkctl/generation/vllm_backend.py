@@ -6,8 +6,10 @@ Prompts are passed as token ids from :mod:`forkctl.forks` rendering, so vLLM see
 
 from __future__ import annotations
 
+import os
+from typing import Any, Iterable
+
 from forkctl.errors import UserError
-from typing import Any
 
 from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
 
@@ -15,7 +17,12 @@ from forkctl.generation.base import Backend, Completion, Request, SamplingConfig
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model: str, dtype: str = "auto", engine_args: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: str, dtype: str = "auto", engine_args: dict[str, Any] | None = None,
+                 in_process: bool = False) -> None:
+        """``in_process``: run the engine core in this process (as TRL's colocate mode does), so that
+        :meth:`load_weights` can reach the model without pickling code to an engine process."""
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -40,6 +47,21 @@ class VLLMBackend(Backend):
                             prompt_tokens=len(out.prompt_token_ids or []), token_ids=_strip_end(o, self.tokenizer))
                  for o in out.outputs] for out in outputs]
 
+
+    def load_weights(self, weights: Iterable[tuple[str, Any]]) -> None:
+        """Copy updated weights (transformers names, e.g. a learner's ``state_dict()``) into the engine's model,
+        then drop cached prefixes computed with the old ones: the next ``generate`` samples from the new weights.
+
+        vLLM ≥ 0.17's worker ``reload_weights`` maps the names (stacked qkv / gate-up projections), casts to the
+        engine's dtype and redoes what loading does after the weights (the CPU build repacks linear layers, so
+        calling the model's ``load_weights`` directly fails there); older vLLMs get the model's own
+        ``load_weights``, as TRL's colocate mode calls it."""
+        batch = [(name, tensor.detach()) for name, tensor in weights]
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(batch)})
+        except AttributeError:  # an engine without reload_weights
+            self.llm.apply_model(lambda model: model.load_weights(iter(batch)))
+        self.llm.reset_prefix_cache()
 
     def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
         """One step restricted to the forking tokens, with all N log-probabilities returned."""

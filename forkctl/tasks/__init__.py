@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "math500": "forkctl.tasks.math:math500",
     "synthetic": "forkctl.tasks.synthetic:held_out",
     "synthetic-train": "forkctl.tasks.synthetic:train_split",
+    "synthetic-choice": "forkctl.tasks.synthetic:choice_held_out",
+    "synthetic-choice-train": "forkctl.tasks.synthetic:choice_train_split",
     "lcb_v5": "forkctl.tasks.lcb:lcb_v5",
     "lcb_v6": "forkctl.tasks.lcb:lcb_v6",
     "lcb_sample": "forkctl.tasks.lcb:lcb_sample",

@@ -284,3 +284,161 @@ def held_out(**_: Any) -> SyntheticTask:
 def train_split(**_: Any) -> SyntheticTask:
     """Training questions with answers (never held-out ones) for RL, e.g. ``forkctl gfpo --task synthetic-train``."""
     return SyntheticTask("synthetic-train", count=2000, seed=1, split="train")
+
+
+# --------------------------------------------------------------------------------------------------
+# The choice task: the best forking token depends on the question (issue 10)
+#
+# Question: a keyword and 3..6 digits whose first and last differ; the answer is the digit the keyword names::
+#
+#     first of: 3 7 2 9        -> 3
+#     last of: 3 7 2 9         -> 9
+#
+# Two modes answer differently, whatever the keyword says: ``front`` copies the first digit, ``back`` the last::
+#
+#     front=3 answer=3            back=9 answer=9
+#
+# Trace sets hold one trace of each mode for every question (one of them wrong), so SSFT ties each forking token to
+# a mode, not to the keyword: after SSFT each fixed token is right on one half of the questions (those whose keyword
+# names its mode) and ~50% overall, while choosing per question (by the keyword) scores ~100%. Both modes are a
+# single look-up, so a ~1 M-parameter model learns them in a few hundred SSFT steps on a CPU.
+
+CHOICE_KEYWORDS = {"first": "front", "last": "back"}  # keyword -> the mode that answers it right
+CHOICE_MODES = ("front", "back")
+CHOICE_MIN_DIGITS, CHOICE_MAX_DIGITS = 3, 6
+_CHOICE_RE = re.compile(r"^(first|last) of: ((?:\d ?)+)$")
+_CHOICE_TRACE = re.compile(r"^(front|back)=(\d) answer=(\d)$")
+
+
+@dataclass
+class ChoiceProblem:
+    keyword: str
+    digits: list[int]
+
+    @property
+    def text(self) -> str:
+        return f"{self.keyword} of: " + " ".join(map(str, self.digits))
+
+    @property
+    def answer(self) -> int:
+        return self.digits[0] if self.keyword == "first" else self.digits[-1]
+
+    @property
+    def right_mode(self) -> str:
+        return CHOICE_KEYWORDS[self.keyword]
+
+
+def parse_choice(text: str) -> ChoiceProblem:
+    m = _CHOICE_RE.match(text.strip())
+    if not m:
+        raise UserError(f"not a synthetic-choice problem: {text[:40]!r}")
+    return ChoiceProblem(m.group(1), [int(d) for d in m.group(2).split()])
+
+
+def solve_choice(problem: ChoiceProblem, mode: str) -> str:
+    """The trace of ``mode`` (right only when the keyword names that mode)."""
+    if mode not in CHOICE_MODES:
+        raise UserError(f"unknown mode {mode!r}; use one of {', '.join(CHOICE_MODES)}")
+    d = problem.digits[0] if mode == "front" else problem.digits[-1]
+    return f"{mode}={d} answer={d}"
+
+
+def classify_choice(text: str) -> str:
+    m = _CHOICE_TRACE.match(text.strip())
+    return m.group(1) if m else "unknown"
+
+
+def generate_choice_problems(count: int, seed: int = 0, split: str = "train") -> list[ChoiceProblem]:
+    """``count`` distinct problems of ``split`` (train/test disjoint by a hash of the text), keywords alternating
+    so every split is balanced. Deterministic in ``seed``."""
+    if split not in {"train", "test"}:
+        raise UserError(f"split must be train or test, got {split!r}")
+    rng = random.Random(f"synthetic-choice|{seed}|{split}")
+    seen: set[str] = set()
+    out: list[ChoiceProblem] = []
+    for _ in range(200 * count + 10_000):
+        if len(out) == count:
+            return out
+        digits = [rng.randint(0, 9) for _ in range(rng.randint(CHOICE_MIN_DIGITS, CHOICE_MAX_DIGITS))]
+        p = ChoiceProblem(("first", "last")[len(out) % 2], digits)
+        if digits[0] == digits[-1] or p.text in seen or is_test_problem(p.text) != (split == "test"):
+            continue  # equal ends: both modes would be right, and the question would not discriminate
+        seen.add(p.text)
+        out.append(p)
+    raise UserError(f"could not draw {count} distinct {split} synthetic-choice questions")
+
+
+def write_choice_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0) -> Path:
+    """Trace sets of training questions: one trace per mode each (one of them wrong), in a shuffled order."""
+    if questions < 1:
+        raise UserError(f"--questions must be >= 1, got {questions}")
+    rng = random.Random(f"choice-order|{seed}")
+    sets = []
+    for i, p in enumerate(generate_choice_problems(questions, seed, "train")):
+        modes = list(CHOICE_MODES)
+        rng.shuffle(modes)
+        traces = [Trace(teacher="synthetic", text=solve_choice(p, m), extra={"strategy": m}) for m in modes]
+        sets.append(TraceSet(id=f"choice-train-{seed}-{i}", problem=p.text, answer=str(p.answer), traces=traces,
+                             extra={"keyword": p.keyword}))
+    path = Path(out)
+    write_records(path, sets)
+    return path
+
+
+def choice_corpus(num_questions: int = 2000, seed: int = 0) -> list[str]:
+    lines = ["user assistant system"] * 200
+    for p in generate_choice_problems(num_questions, seed, "train") + \
+            generate_choice_problems(num_questions // 9, seed, "test"):
+        lines.append(p.text)
+        lines.extend(solve_choice(p, m) for m in CHOICE_MODES)
+    return lines
+
+
+def build_choice_model(out_dir: str | Path, num_forks: int = 2, hidden_size: int = 128, num_layers: int = 2,
+                       seed: int = 0) -> Path:
+    """A fresh tiny Qwen2 (~0.5 M parameters) with a tokenizer fitted to the choice task."""
+    from forkctl.toy import build_toy_model
+
+    return build_toy_model(out_dir, num_forks=num_forks, hidden_size=hidden_size, num_layers=num_layers,
+                           num_heads=4, num_kv_heads=2, intermediate_size=4 * hidden_size, vocab_size=320,
+                           max_positions=256, seed=seed, corpus=choice_corpus(seed=seed))
+
+
+class ChoiceTask(Task):
+    """synthetic-choice questions (held-out ``test`` split by default); each scored sample records its ``strategy``
+    (front/back/unknown), the question's ``keyword`` and ``right_mode``."""
+
+    def __init__(self, name: str = "synthetic-choice", count: int = 300, seed: int = 0, split: str = "test") -> None:
+        self.name, self.count, self.seed, self.split = name, count, seed, split
+
+    def load(self) -> list[Question]:
+        return [Question(id=f"choice-{self.split}-{self.seed}-{i}", problem=p.text, answer=str(p.answer),
+                         extra={"keyword": p.keyword, "right_mode": p.right_mode})
+                for i, p in enumerate(generate_choice_problems(self.count, self.seed, self.split))]
+
+    def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
+        out = []
+        for q, texts in items:
+            p = parse_choice(q.problem)
+            row = []
+            for t in texts:
+                answer = extract_answer(t)
+                correct = answer is not None and int(answer) == int(q.answer)
+                row.append(Scored(answer, correct, None if answer is None else int(answer),
+                                  {"strategy": classify_choice(t), "keyword": p.keyword,
+                                   "right_mode": p.right_mode}))
+            out.append(row)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": "forkctl.tasks.synthetic", "count": self.count, "seed": self.seed,
+                "split": self.split}
+
+
+def choice_held_out(**_: Any) -> ChoiceTask:
+    return ChoiceTask()
+
+
+def choice_train_split(**_: Any) -> ChoiceTask:
+    """Training questions for GFPO (``forkctl gfpo --task synthetic-choice-train``); never held-out ones."""
+    return ChoiceTask("synthetic-choice-train", count=2000, seed=1, split="train")
