@@ -100,8 +100,17 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_fi
     backend = OpenAIBackend("toy", base_url=vllm_server, tokenizer=str(toy_model))
     tok = AutoTokenizer.from_pretrained(toy_model)
     fmt = forks.resolve_fork_format(toy_model, tok)
-    [logp] = backend.fork_logprobs([forks.policy_prompt(tok, "What is 1 + 1?", fmt)], forks.fork_token_ids(tok, 4))
+    prompt = forks.policy_prompt(tok, "What is 1 + 1?", fmt)
+    [logp] = backend.fork_logprobs([prompt], forks.fork_token_ids(tok, 4))
     assert len(logp) == 4 and abs(sum(math.exp(x) for x in logp) - 1) < 1e-4
+    # the server's π is the model's: the softmax over the forking tokens at the fork position (transformers)
+    from transformers import AutoModelForCausalLM
+
+    from forkctl.models import fork_log_probs
+
+    ref = fork_log_probs(AutoModelForCausalLM.from_pretrained(toy_model), tok, [prompt],
+                         forks.fork_token_ids(tok, 4))[0].tolist()
+    assert max(abs(a - b) for a, b in zip(logp, ref)) < 1e-3
     out = tmp_path / "policy"
     result = CliRunner().invoke(app, [
         "eval", "--backend", "openai", "--base-url", vllm_server, "--model", "toy", "--tokenizer", str(toy_model),
@@ -109,6 +118,43 @@ def test_policy_forks_through_a_vllm_server(vllm_server, toy_model, questions_fi
         "--quiet"])
     assert result.exit_code == 0, result.output
     assert all(s.fork in {1, 2, 3, 4} for s in read_records(out / "samples.jsonl", Sample))
+
+
+PI_SCRIPT = r"""
+import json, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from forkctl import forks
+from forkctl.generation.vllm_backend import VLLMBackend
+from forkctl.models import fork_log_probs
+
+
+def main():
+    model = sys.argv[1]
+    backend = VLLMBackend(model, dtype="float32", engine_args={"max_model_len": 512, "max_num_seqs": 8,
+                                                               "enforce_eager": True})
+    tok = AutoTokenizer.from_pretrained(model)
+    fmt = forks.resolve_fork_format(model, tok)
+    ids = forks.fork_token_ids(tok, fmt.num_forks)
+    prompts = [forks.policy_prompt(tok, q, fmt) for q in ["What is 1 + 1?", "sum of 3 and 4"]]
+    got = backend.fork_logprobs(prompts, ids)
+    ref = fork_log_probs(AutoModelForCausalLM.from_pretrained(model), tok, prompts, ids).tolist()
+    print(json.dumps({"vllm": got, "ref": ref}))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_offline_vllm_policy_equals_the_models_softmax_over_forking_tokens(toy_model, tmp_path):
+    script = tmp_path / "pi.py"
+    script.write_text(PI_SCRIPT)
+    proc = subprocess.run([str(VLLM_PY), str(script), str(toy_model)], env=vllm_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"vllm"')))
+    for got, ref in zip(result["vllm"], result["ref"]):
+        assert max(abs(a - b) for a, b in zip(got, ref)) < 1e-4
 
 
 PUSH_SCRIPT = r"""

@@ -60,22 +60,30 @@ class OpenAIBackend(Backend):
 
     async def _fork_logprobs_one(self, client: Any, sem: asyncio.Semaphore, prompt: str,
                                  fork_ids: list[int]) -> list[float]:
-        """One token restricted to the forking tokens (vLLM/SGLang ``allowed_token_ids``), with their logprobs."""
+        """π over the forking tokens: the prompt followed by each forking token, sent as token ids with
+        ``echo`` + ``logprobs`` so the server scores that token at the fork position (its raw log-probability),
+        renormalised over the N. (Sampling one token with ``allowed_token_ids`` returns top-k log-probabilities
+        of the whole vocabulary on vLLM, where the forking tokens are mostly absent.)"""
         import math
 
-        names = self.tokenizer.convert_ids_to_tokens(fork_ids)
-        async with sem:
-            resp = await client.completions.create(
-                model=self.model, prompt=prompt, max_tokens=1, temperature=1.0, logprobs=len(fork_ids),
-                extra_body={**self.extra_body, "allowed_token_ids": fork_ids, "skip_special_tokens": False})
-        top = (resp.choices[0].logprobs.top_logprobs or [{}])[0] if resp.choices[0].logprobs else {}
-        raw = [top.get(n, -math.inf) for n in names]
-        if all(math.isinf(x) for x in raw):
-            raise UserError(f"{self.base_url} returned no log-probabilities for the forking tokens; --fork policy "
-                               f"with --backend openai needs a server that honours logprobs and allowed_token_ids "
-                               f"(vLLM, SGLang)")
-        norm = math.log(sum(math.exp(x) for x in raw))
-        return [x - norm for x in raw]
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+        async def score(fork: int) -> float | None:
+            async with sem:
+                resp = await client.completions.create(model=self.model, prompt=[*ids, fork], max_tokens=1,
+                                                       temperature=1.0, echo=True, logprobs=0,
+                                                       extra_body=self.extra_body or None)
+            lp = resp.choices[0].logprobs
+            values = lp.token_logprobs if lp is not None else None
+            return values[len(ids)] if values is not None and len(values) > len(ids) else None
+
+        raw = await asyncio.gather(*(score(f) for f in fork_ids))
+        if any(x is None for x in raw):
+            raise UserError(f"{self.base_url} returned no prompt log-probabilities (echo + logprobs); --fork policy "
+                            f"with --backend openai needs a server that scores prompt tokens (vLLM, SGLang)")
+        top = max(raw)  # type: ignore[type-var]
+        norm = top + math.log(sum(math.exp(x - top) for x in raw))  # type: ignore[operator]
+        return [x - norm for x in raw]  # type: ignore[operator]
 
     async def _one(self, client: Any, sem: asyncio.Semaphore, req: Request,
                    sampling: SamplingConfig) -> list[Completion]:

@@ -27,9 +27,15 @@ class VLLMBackend(Backend):
             from vllm import LLM
         except ImportError as exc:
             raise UserError("the vllm backend needs vLLM: pip install 'forkctl[vllm]' "
-                               f"(or use --backend transformers / openai) [{exc}]") from None
+                            f"(or use --backend transformers / openai) ({exc})") from None
         args = {"dtype": dtype, "seed": 0, **(engine_args or {})}
-        self.llm = LLM(model=model, **args)
+        try:
+            self.llm = LLM(model=model, **args)
+        except Exception as exc:  # noqa: BLE001 - an engine that cannot start is the user's setting to fix
+            raise UserError(f"vLLM could not start an engine for {model}: {type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''} (on the CPU build: "
+                            f"VLLM_CPU_KVCACHE_SPACE=1 and --vllm-args '{{\"max_model_len\": 1024, "
+                            f"\"max_num_seqs\": 16}}'; FORKCTL_DEBUG=1 shows the traceback)") from exc
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
@@ -64,18 +70,23 @@ class VLLMBackend(Backend):
         self.llm.reset_prefix_cache()
 
     def fork_logprobs(self, prompts: list[str], fork_ids: list[int]) -> list[list[float]]:
-        """One step restricted to the forking tokens, with all N log-probabilities returned."""
+        """π over the forking tokens: each prompt followed by each forking token, scored by ``prompt_logprobs``
+        (the model's raw log-probability of that token at the fork position; prefix caching makes the N copies
+        cheap), renormalised over the N. Sampling with ``allowed_token_ids`` + ``logprobs`` is not used: vLLM
+        reports raw full-vocabulary top-k log-probabilities there, so the N forking tokens are mostly missing."""
         import math
 
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=fork_ids, logprobs=len(fork_ids))
-        inputs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        inputs = [{"prompt_token_ids": [*prompt, f]} for prompt in ids for f in fork_ids]
+        results = self.llm.generate(inputs, params, use_tqdm=False)
         out = []
-        for res in self.llm.generate(inputs, params, use_tqdm=False):
-            lps = res.outputs[0].logprobs[0]
-            raw = [lps[i].logprob if i in lps else -math.inf for i in fork_ids]
-            norm = math.log(sum(math.exp(x) for x in raw))
+        for q in range(len(prompts)):
+            raw = [results[q * len(fork_ids) + k].prompt_logprobs[-1][f].logprob for k, f in enumerate(fork_ids)]
+            top = max(raw)
+            norm = top + math.log(sum(math.exp(x - top) for x in raw))
             out.append([x - norm for x in raw])
         return out
 
