@@ -229,3 +229,16 @@ def test_a_missing_model_path_is_one_line_before_any_hub_call(name, questions_fi
         assert result.returncode == 2, result.stderr
         assert result.stderr == f"error: --model {model}: no such model folder (and not a Hugging Face Hub id " \
                                 f"such as Qwen/Qwen2.5-7B-Instruct)\n"
+
+
+def test_math_tasks_default_to_the_reference_prompt_and_take_a_template(toy_model, questions_file, tmp_path):
+    from forkctl.tasks.math import MATH_PROMPT
+
+    base = ["eval", "--model", toy_model, "--task", questions_file, "--max-new-tokens", "1", "--quiet"]
+    assert run_cli(*base, "--out", tmp_path / "a").exit_code == 0
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]["first_prompt"]
+    assert first == MATH_PROMPT.replace("{problem}", "What is 0 + 0?")  # lighteval's MATH_QUERY_TEMPLATE wording
+    assert first.startswith("Solve the following math problem efficiently and clearly.")
+    assert run_cli(*base, "--out", tmp_path / "b", "--prompt-template", "Q: {problem} A:").exit_code == 0
+    first = json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]["first_prompt"]
+    assert first == "Q: What is 0 + 0? A:"
