@@ -61,6 +61,7 @@ class Plan:
     reason: str
     config: Any = None
     fingerprint: str = ""
+    material: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the fingerprint hashes
 
 
 def load_pipeline(path: str | Path, overrides: list[str]) -> tuple[dict[str, Any], list[Stage]]:
@@ -170,34 +171,38 @@ class Pipeline:
     # -- deciding --------------------------------------------------------------------------------
 
     def plan(self) -> list[Plan]:
-        plans: list[Plan] = []
-        forced_from = False
-        for stage in self.stages:
-            cfg, material = self._resolve(stage)
-            self.resolved[stage.name] = cfg
-            fp = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            state = self._state(stage.name)
-            forced_from = forced_from or stage.name == self.cfg.from_stage
-            upstream_pending = any(v is None for v in material["upstream"].values())
-            if forced_from or stage.name in self.cfg.force:
-                action, reason = "run", "forced (--from)" if forced_from else "forced (--force)"
-            elif upstream_pending:
-                action, reason = "run", "an input stage runs first"
-            elif stage.kind in ALWAYS_RUN:
-                action, reason = "run", "it only reports (always runs)"
-            elif state is None:
-                action, reason = "run", "never run here"
-            elif state["fingerprint"] != fp:
-                changed = _changed(state.get("material", {}), material)
-                action, reason = "run", f"changed: {changed}"
-            elif state["status"] != "done":
-                action, reason = "resume", "interrupted"
-            else:
-                action, reason = "skip", "unchanged since it completed"
-            self.output_ids[stage.name] = state["output_id"] if action == "skip" and state else None
-            plans.append(Plan(stage, action, reason, cfg, fp))
-            plans[-1].material = material  # type: ignore[attr-defined]
-        return plans
+        """Every stage's action, decided as if nothing ran before it (a dry run)."""
+        self.resolved, self.output_ids = {}, {}
+        return [self._decide(stage) for stage in self.stages]
+
+    def _decide(self, stage: Stage) -> Plan:
+        """Resolve ``stage`` against the stages before it and say whether it is skipped, run or resumed."""
+        cfg, material = self._resolve(stage)
+        self.resolved[stage.name] = cfg
+        fp = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        state = self._state(stage.name)
+        if self._at_or_after_from(stage) or stage.name in self.cfg.force:
+            action, reason = "run", "forced (--from)" if self._at_or_after_from(stage) else "forced (--force)"
+        elif any(v is None for v in material["upstream"].values()):
+            action, reason = "run", "an input stage runs first"
+        elif stage.kind in ALWAYS_RUN:
+            action, reason = "run", "it only reports (always runs)"
+        elif state is None:
+            action, reason = "run", "never run here"
+        elif state["fingerprint"] != fp:
+            action, reason = "run", f"changed: {_changed(state.get('material', {}), material)}"
+        elif state["status"] != "done":
+            action, reason = "resume", "interrupted"
+        else:
+            action, reason = "skip", "unchanged since it completed"
+        self.output_ids[stage.name] = state["output_id"] if action == "skip" and state else None
+        return Plan(stage, action, reason, cfg, fp, material)
+
+    def _at_or_after_from(self, stage: Stage) -> bool:
+        if self.cfg.from_stage is None:
+            return False
+        names = [s.name for s in self.stages]
+        return names.index(stage.name) >= names.index(self.cfg.from_stage)
 
     def _state(self, name: str) -> dict[str, Any] | None:
         path = self.state_dir / f"{name}.json"
@@ -221,40 +226,18 @@ class Pipeline:
         self.resolved, self.output_ids = {}, {}
         with ExitStack() as services:
             for i, stage in enumerate(self.stages):
-                plan = self._plan_one(stage)
+                plan = self._decide(stage)  # one at a time: the identity of what just ran is known by now
                 done.append(plan)
                 head = f"[{i + 1}/{len(self.stages)}] {stage.name} ({stage.kind})"
                 if plan.action == "skip":
                     console.note(f"{head}: skipped, {plan.reason}")
-                    self._start_service(plan, services, fresh=False)
+                    self._start_service(plan, services)
                     continue
                 console.note(f"{head}: {'resuming' if plan.action == 'resume' else 'running'} ({plan.reason})")
                 start = time.monotonic()
                 self._execute(plan, services)
                 console.note(f"{head}: done in {time.monotonic() - start:.0f} s")
         return done
-
-    def _plan_one(self, stage: Stage) -> Plan:
-        # Planned one at a time while running: an upstream stage's new output identity is known by then.
-        saved = self.stages
-        self.stages = [stage]
-        try:
-            forced_from = self.cfg.from_stage is not None and self._after_from(stage)
-            plan = self.plan()[0] if not forced_from else None
-            if plan is None:
-                cfg, material = self._resolve(stage)
-                self.resolved[stage.name] = cfg
-                fp = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
-                plan = Plan(stage, "run", "forced (--from)", cfg, fp)
-                plan.material = material  # type: ignore[attr-defined]
-                self.output_ids[stage.name] = None
-        finally:
-            self.stages = saved
-        return plan
-
-    def _after_from(self, stage: Stage) -> bool:
-        names = [s.name for s in self.stages]
-        return names.index(stage.name) >= names.index(self.cfg.from_stage)  # type: ignore[arg-type]
 
     def _execute(self, plan: Plan, services: ExitStack) -> None:
         cfg, name = plan.config, plan.stage.name
@@ -266,9 +249,9 @@ class Pipeline:
             cfg.resume = _has_checkpoint(Path(cfg.out))
         if hasattr(cfg, "validate"):
             cfg.validate()
-        material = plan.material  # type: ignore[attr-defined]
+        material = plan.material
         self._write_state(name, fingerprint=plan.fingerprint, status="running", material=material, output_id=None)
-        if self._start_service(plan, services, fresh=True):
+        if self._start_service(plan, services):
             output_id = plan.fingerprint
         else:
             self.kinds[plan.stage.kind][1](cfg)
@@ -276,13 +259,13 @@ class Pipeline:
         self._write_state(name, fingerprint=plan.fingerprint, status="done", material=material, output_id=output_id)
         self.output_ids[name] = output_id
 
-    def _start_service(self, plan: Plan, services: ExitStack, fresh: bool) -> bool:
+    def _start_service(self, plan: Plan, services: ExitStack) -> bool:
         """Services (teachers on 127.0.0.1) run for the rest of the pipeline, even when 'skipped': a later
         stage may need them. Returns whether the stage was a service."""
         start = SERVICES.get(plan.stage.kind)
         if start is None:
             return False
-        if not fresh and hasattr(plan.config, "validate"):
+        if hasattr(plan.config, "validate"):
             plan.config.validate()
         start(plan.config, services)
         return True
