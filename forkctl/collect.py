@@ -37,7 +37,7 @@ from forkctl import console
 from forkctl.config import CollectConfig, ConfigError, fingerprint_changes, read_run_config, write_run_config
 from forkctl.errors import UserError
 from forkctl.records import JsonlAppender, Question, TeacherResponse, read_records, repair_tail, write_records
-from forkctl.teachers import Teacher, load_teachers, run_config_path
+from forkctl.teachers import Teacher, load_teachers, traces_config_path
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def run_collect(cfg: CollectConfig) -> CollectResult:
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
-        config_path = run_config_path(out)
+        config_path = traces_config_path(out)
         _check_and_save_config(config_path, cfg, _task_id(cfg.task), teachers, len(questions))  # type: ignore[arg-type]
         done = _recorded_keys(out, cfg.retry_failed)
         jobs = {t.name: _jobs_for(t, questions, cfg.samples, done) for t in teachers}

@@ -512,10 +512,6 @@ class RunConfig:
 # Reading values: one converter for the CLI, YAML and pipeline files
 
 
-def config_fields(cls: type) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(cls))
-
-
 def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -7,10 +7,7 @@ Messages go to stderr (tables of results to stdout), are printed without rich ma
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -108,11 +105,7 @@ class Progress:
             note(self._line())
 
 
-@contextmanager
-def progress(label: str, total: int, enabled: bool = True) -> Iterator[Progress]:
-    with Progress(label, total, enabled) as p:
-        yield p
+def progress(label: str, total: int, enabled: bool = True) -> Progress:
+    """``with console.progress("generating", n) as bar: bar.advance(k)``."""
+    return Progress(label, total, enabled)
 
-
-def is_terminal() -> bool:
-    return sys.stderr.isatty()

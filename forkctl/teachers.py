@@ -125,7 +125,7 @@ def _reject_unknown(data: dict[str, Any], known: tuple[str, ...], where: str) ->
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
 
-def run_config_path(out: str | Path) -> Path:
+def traces_config_path(out: str | Path) -> Path:
     """Collect's run config beside its records: ``traces.jsonl`` -> ``traces.config.json``."""
     out = Path(out)
     return out.with_name(out.stem + ".config.json")
@@ -135,7 +135,7 @@ def teacher_order(traces: str | Path, present: set[str]) -> list[str]:
     """The teachers of ``present`` in the order of the teachers file that collected ``traces`` (read from collect's
     run config beside them), then any others by name."""
     order: list[str] = []
-    path = run_config_path(traces)
+    path = traces_config_path(traces)
     if path.exists():
         try:
             order = [t for t in json.loads(path.read_text()).get("teachers", {}) if t in present]

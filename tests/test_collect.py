@@ -22,7 +22,7 @@ from forkctl.tasks.math import MATH_PROMPT as DEFAULT_PROMPT
 from forkctl.collect import CollectConfig, NothingCollected, RateLimiter, _retry_after, run_collect
 from forkctl.config import ConfigError
 from forkctl.records import TeacherResponse, read_records
-from forkctl.teachers import load_teachers, run_config_path
+from forkctl.teachers import load_teachers, traces_config_path
 from forkctl.testing import free_port, write_arithmetic_questions
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,7 +148,7 @@ def test_faults_are_retried_and_samples_completed(tmp_path: Path, server: FaultS
     statuses = [r["status"] for r in server.requests if r["model"] == "ignore-n+429-first"]
     first_ok = statuses.index(200)
     assert times[first_ok] - times[0] >= 0.3 - 0.02
-    assert run_config_path(result.out_path).exists()
+    assert traces_config_path(result.out_path).exists()
 
 
 def test_failures_recorded_then_retried_on_request(tmp_path: Path, server: FaultServer, questions: Path) -> None:
@@ -200,7 +200,7 @@ def test_resume_requests_only_missing(tmp_path: Path, server: FaultServer, quest
                      "both.yaml")
     result = _collect(tmp_path, questions, both, samples=3, limit=4)
     assert result.stats["r"].skipped == 12 and result.stats["new"].ok == 12
-    stored = json.loads(run_config_path(result.out_path).read_text())
+    stored = json.loads(traces_config_path(result.out_path).read_text())
     assert list(stored["teachers"]) == ["r", "new"] and stored["stage"] == "collect"
 
 
