@@ -201,14 +201,21 @@ def _inspect(cfg: C.InspectConfig) -> None:
 
 
 def _synthetic_data(cfg: C.SyntheticDataConfig) -> None:
-    from forkctl.tasks.synthetic import build_synthetic_model, write_trace_sets
+    if cfg.task == "synthetic-walk":
+        from forkctl.tasks import walk
 
-    strategies = [s.strip() for s in cfg.strategies.split(",")] if cfg.strategies else None
-    path = write_trace_sets(cfg.out, cfg.questions, cfg.seed, strategies, cfg.min_items, cfg.max_items)
+        path = walk.write_trace_sets(cfg.out, cfg.questions, cfg.seed)
+        build = walk.build_model
+    else:
+        from forkctl.tasks.synthetic import build_synthetic_model, write_trace_sets
+
+        strategies = [s.strip() for s in cfg.strategies.split(",")] if cfg.strategies else None
+        path = write_trace_sets(cfg.out, cfg.questions, cfg.seed, strategies, cfg.min_items, cfg.max_items)
+        build = build_synthetic_model
     console.note(f"wrote {cfg.questions} trace sets to {path}")
     if cfg.model_out:
-        build_synthetic_model(cfg.model_out, num_forks=cfg.num_forks, hidden_size=cfg.hidden_size,
-                              num_layers=cfg.num_layers, seed=cfg.seed)
+        build(cfg.model_out, num_forks=cfg.num_forks, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+              seed=cfg.seed)
         console.note(f"wrote a tiny Qwen2 with {cfg.num_forks} forking tokens to {cfg.model_out}")
 
 

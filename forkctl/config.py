@@ -345,6 +345,7 @@ class SSFTConfig(RunOptions, ForkFormatOptions):
 Estimator = Literal["sampled", "exhaustive"]
 TrainMode = Literal["fork-head", "full"]
 Reward = Literal["auto", "math", "synthetic"]
+SyntheticFamily = Literal["synthetic", "synthetic-walk"]
 
 
 @dataclass
@@ -417,20 +418,28 @@ class GFPOConfig(RunOptions, CodeTaskOptions, BackendOptions, SamplingOptions, P
 
 @dataclass
 class SyntheticDataConfig:
-    """Write trace sets of the synthetic multi-strategy task (and optionally a fresh tiny base model for it)."""
+    """Write trace sets of a synthetic multi-strategy task (and optionally a fresh tiny base model for it)."""
 
+    task: SyntheticFamily = opt("synthetic", "Which task: synthetic (sum mod 10; forward, backward and direct "
+                                             "strategies) or synthetic-walk (the first or last digit; front and "
+                                             "back walks: the embedded toy's task).")
     out: str = opt("synthetic_train.jsonl", "Trace-set JSONL to write (training questions only: never one of the "
-                                            "held-out `synthetic` task's questions).")
+                                            "held-out task's questions).")
     questions: int = opt(2000, "Questions, each with one trace per strategy (in a shuffled order).", ge=1)
     seed: int = opt(0, "Seed for questions and trace order.")
-    strategies: str | None = opt(None, "Comma-separated subset of forward,backward,direct.", cli_default="all three")
-    min_items: int = opt(2, "Fewest digits per question (2..12).", ge=2, le=12)
-    max_items: int = opt(8, "Most digits per question (2..12).", ge=2, le=12)
+    strategies: str | None = opt(None, "synthetic: comma-separated subset of forward,backward,direct.",
+                                 cli_default="all three")
+    min_items: int = opt(2, "synthetic: fewest digits per question (2..12).", ge=2, le=12)
+    max_items: int = opt(8, "synthetic: most digits per question (2..12).", ge=2, le=12)
     model_out: str | None = opt(None, "Also build a fresh tiny Qwen2 (~1 M parameters, tokenizer fitted to the "
                                       "task) here: the base to train from.")
     num_forks: int = opt(3, "Forking tokens of the --model-out base.", ge=1)
     hidden_size: int = opt(128, "Hidden size of the --model-out base.", ge=8)
     num_layers: int = opt(4, "Layers of the --model-out base.", ge=1)
+
+    def validate(self) -> None:
+        if self.task == "synthetic-walk" and self.strategies:
+            raise UserError("--strategies is for the synthetic task; synthetic-walk always writes both walks")
 
 
 @dataclass
@@ -467,10 +476,11 @@ class SyntheticTeachersConfig:
     """Serve teachers for the synthetic task on 127.0.0.1 while the pipeline runs (forkctl run only)."""
 
     out: str = opt("teachers.yaml", "The collect teachers file to write (pointing at the server).")
-    models: list[str] = opt(["forward", "backward", "direct+sloppy"], "Served teachers: a strategy (forward, "
-                                                                       "backward, direct), +sloppy for one that "
-                                                                       "answers wrongly on about half the "
-                                                                       "questions.")
+    models: list[str] = opt(["forward", "backward", "direct+sloppy"], "Served teachers: a strategy of the "
+                                                                       "synthetic task (forward, backward, direct) "
+                                                                       "or of synthetic-walk (front, back), "
+                                                                       "+sloppy for one that answers wrongly on "
+                                                                       "about half the questions.")
     temperature: float = opt(0.7, "The temperature each teacher is asked for (the answers do not depend on it).",
                              ge=0)
 

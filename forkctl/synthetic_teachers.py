@@ -1,7 +1,7 @@
 """Teachers for the synthetic multi-strategy task, served over the OpenAI chat-completions protocol on 127.0.0.1.
 
 Each served model name is one strategy of :mod:`forkctl.tasks.synthetic` (``forward``, ``backward``,
-``direct``); ``<strategy>+sloppy`` answers wrongly on about half of the questions (decided by a hash of the
+``direct``) or a walk of :mod:`forkctl.tasks.walk` (``front``, ``back``); ``<strategy>+sloppy`` answers wrongly on about half of the questions (decided by a hash of the
 question, so reruns agree), which gives ``forkctl filter`` something to drop. The server is what ``forkctl run``
 starts for the embedded toy pipeline (``examples/toy``), so ``collect`` talks real HTTP to real teachers without a
 GPU or an API key. Standard library only.
@@ -19,21 +19,31 @@ from typing import Any
 
 import yaml
 
+from forkctl.tasks import walk
 from forkctl.tasks.synthetic import PROBLEM_PREFIX, STRATEGIES, parse_problem, solve
 
 SLOPPY = "+sloppy"
+MODELS = STRATEGIES + walk.WALKS
 
 
 def answer(model: str, user_text: str) -> str:
-    """The response of teacher ``model`` to a user message holding a synthetic problem."""
+    """The response of teacher ``model`` (a strategy of the synthetic or the synthetic-walk task) to a user message
+    holding a problem of that task."""
     strategy, sloppy = model.removesuffix(SLOPPY), model.endswith(SLOPPY)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown teacher model {model!r}: use one of {', '.join(STRATEGIES)} (+sloppy)")
-    start = user_text.find(PROBLEM_PREFIX)
-    if start < 0:
-        raise ValueError("the user message holds no synthetic problem ('sum mod 10: ...')")
-    problem_text = user_text[start:].splitlines()[0]
-    text = solve(parse_problem(problem_text), strategy)
+    if strategy in STRATEGIES:
+        start = user_text.find(PROBLEM_PREFIX)
+        if start < 0:
+            raise ValueError("the user message holds no synthetic problem ('sum mod 10: ...')")
+        problem_text = user_text[start:].splitlines()[0]
+        text = solve(parse_problem(problem_text), strategy)
+    elif strategy in walk.WALKS:
+        problem = walk.find_problem(user_text)
+        if problem is None:
+            raise ValueError("the user message holds no synthetic-walk problem ('first of: ...')")
+        problem_text = problem.text
+        text = walk.solve(problem, strategy)
+    else:
+        raise ValueError(f"unknown teacher model {model!r}: use one of {', '.join(MODELS)} (+sloppy)")
     if sloppy and int(hashlib.sha256(problem_text.encode()).hexdigest(), 16) % 2:
         right = text.rsplit("answer=", 1)[1]
         text = text.rsplit("answer=", 1)[0] + f"answer={(int(right) + 1) % 10}"
@@ -54,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path.rstrip("/").endswith("/models"):
-            self._send(200, {"object": "list", "data": [{"id": s, "object": "model"} for s in STRATEGIES]})
+            self._send(200, {"object": "list", "data": [{"id": s, "object": "model"} for s in MODELS]})
         else:
             self._send(404, {"error": {"message": "not found"}})
 

@@ -25,6 +25,8 @@ REGISTRY: dict[str, str] = {
     "synthetic-train": "forkctl.tasks.synthetic:train_split",
     "synthetic-choice": "forkctl.tasks.synthetic:choice_held_out",
     "synthetic-choice-train": "forkctl.tasks.synthetic:choice_train_split",
+    "synthetic-walk": "forkctl.tasks.walk:held_out",
+    "synthetic-walk-train": "forkctl.tasks.walk:train_split",
     "lcb_v5": "forkctl.tasks.lcb:lcb_v5",
     "lcb_v6": "forkctl.tasks.lcb:lcb_v6",
     "lcb_sample": "forkctl.tasks.lcb:lcb_sample",
