@@ -242,6 +242,8 @@ class FilterConfig(RunOptions, CodeTaskOptions):
     max_traces: int = opt(4, "M: traces kept per question at most (as many different teachers as possible).",
                           ge=1)
     min_traces: int = opt(1, "Drop questions left with fewer traces than this.", ge=1)
+    limit: int | None = opt(None, "Only the first LIMIT questions of --task (the --limit given to collect), so "
+                                  "the others do not count as questions without responses.", ge=1)
     mode: FilterMode = opt("reference", "reference: keep answers the task's judge finds correct (math: equivalent "
                                         "to the gold answer; code: the program passes every test); majority: group "
                                         "answers by equivalence and keep the largest group when it has --min-votes "

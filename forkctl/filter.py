@@ -82,7 +82,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     from forkctl.tasks import get_task
 
     task = get_task(cfg.task, **cfg.task_options())  # type: ignore[arg-type]
-    questions = task.load()
+    questions = task.load()[: cfg.limit]
     by_question, teachers = _group(Path(cfg.traces), {q.id for q in questions})  # type: ignore[arg-type]
     per_teacher: dict[str, Counter] = {t: Counter() for t in teachers}
     per_question: dict[str, QuestionOutcome] = {}
@@ -167,7 +167,7 @@ def _group(path: Path, question_ids: set[str]) -> tuple[dict[str, list[TeacherRe
         latest[r.key] = r
     if unknown:
         raise RecordError(str(path), "question_id", f"{len(set(unknown))} question id(s) not among --task "
-                          f"(first: {unknown[0]!r}); pass the questions the traces were collected for")
+                          f"(first: {unknown[0]!r}); pass the questions (and --limit) the traces were collected for")
     order = teacher_order(path, {r.teacher for r in latest.values()})
     by_question: dict[str, list[TeacherResponse]] = defaultdict(list)
     for r in sorted(latest.values(), key=lambda r: (order.index(r.teacher), r.sample)):

@@ -178,6 +178,17 @@ def test_last_record_of_a_key_wins_and_unknown_questions_error(tmp_path: Path) -
         _filter(tmp_path, questions, records + [_rec("zz", "A", 0, "2")])
 
 
+def test_limit_keeps_to_the_questions_collect_was_limited_to(tmp_path: Path) -> None:
+    questions = [{"id": f"q{i}", "problem": "p", "answer": "2"} for i in range(3)]
+    records = [_rec("q0", "A", 0, "2"), _rec("q1", "A", 0, "2")]
+    result, _ = _filter(tmp_path, questions, records)
+    assert result.per_question["q2"].note == "no responses"
+    result, sets = _filter(tmp_path, questions, records, limit=2)
+    assert set(result.per_question) == set(sets) == {"q0", "q1"}  # q2 was never asked: not a dropped question
+    with pytest.raises(RecordError, match=r"not among --task .*and --limit"):
+        _filter(tmp_path, questions, records, limit=1)
+
+
 def test_reference_mode_without_gold_drops_question(tmp_path: Path) -> None:
     with pytest.raises(NothingKept, match="kept no trace sets: 1 no gold answer") as caught:
         _filter(tmp_path, [{"id": "q", "problem": "p"}], [_rec("q", "A", 0, "2")])
