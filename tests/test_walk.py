@@ -13,8 +13,15 @@ from forkctl.cli import app
 from forkctl.errors import UserError
 from forkctl.records import Question, TraceSet, read_records
 from forkctl.tasks import get_task
-from forkctl.tasks.walk import (MAX_DIGITS, MIN_DIGITS, WALKS, WalkProblem, classify, find_problem,
-                                generate_problems, parse_problem, solve, write_trace_sets)
+from forkctl.tasks.synthetic import ChoiceProblem as WalkProblem, generate_choice_problems, parse_choice
+from forkctl.tasks.walk import MAX_DIGITS, MIN_DIGITS, WALK, WALKS, classify, find_problem, solve, write_trace_sets
+
+
+def generate_problems(count: int, seed: int, split: str) -> list[WalkProblem]:
+    return generate_choice_problems(count, seed, split, WALK)
+
+
+parse_problem = parse_choice
 
 
 def test_examples_of_each_walk() -> None:
@@ -34,7 +41,7 @@ def test_both_walks_are_right_and_recognised_and_only_one_is_short() -> None:
         texts = {w: solve(p, w) for w in WALKS}
         for w, t in texts.items():
             assert classify(t) == w and t.endswith(f"answer={p.answer}")
-        short = texts[p.short_walk]
+        short = texts[p.right_mode]
         assert min(len(t) for t in texts.values()) == len(short) and len(short.split()) == 3
 
 
@@ -47,7 +54,7 @@ def test_classifier_reads_the_first_step_even_when_truncated() -> None:
 def test_a_problem_is_found_inside_a_longer_user_message() -> None:
     assert find_problem("Please answer.\nfirst of: 1 2 3 4 5\nThanks") == WalkProblem("first", [1, 2, 3, 4, 5])
     assert find_problem("sum mod 10: a1 b2") is None
-    with pytest.raises(UserError, match="not a synthetic-walk problem"):
+    with pytest.raises(UserError, match="not a first/last-of problem"):
         parse_problem("hello")
 
 
@@ -63,10 +70,11 @@ def test_task_scores_and_records_the_walk() -> None:
     task = get_task("synthetic-walk")
     q = task.load()[0]
     p = parse_problem(q.problem)
-    short, long_ = solve(p, p.short_walk), solve(p, "back" if p.short_walk == "front" else "front")
+    short, long_ = solve(p, p.right_mode), solve(p, "back" if p.right_mode == "front" else "front")
     [row] = task.score([(q, [short, long_, long_[:12], "nonsense"])])
     assert [s.correct for s in row] == [True, True, False, False]
-    assert [s.extra["strategy"] for s in row] == [p.short_walk, classify(long_), classify(long_), "unknown"]
+    assert [s.extra["strategy"] for s in row] == [p.right_mode, classify(long_), classify(long_), "unknown"]
+    assert task.extract_answer(short) == str(p.answer) and task.describe()["source"] == "forkctl.tasks.walk"
     assert all(s.extra["keyword"] == p.keyword for s in row)
     train = get_task("synthetic-walk-train").load()
     assert not {x.problem for x in train} & {x.problem for x in task.load()}

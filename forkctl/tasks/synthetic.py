@@ -38,7 +38,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from forkctl.tasks.base import Scored, Task
 from forkctl.records import Question, Trace, TraceSet, write_records
@@ -306,7 +306,7 @@ def train_split(**_: Any) -> SyntheticTask:
 CHOICE_KEYWORDS = {"first": "front", "last": "back"}  # keyword -> the mode that answers it right
 CHOICE_MODES = ("front", "back")
 CHOICE_MIN_DIGITS, CHOICE_MAX_DIGITS = 3, 6
-_CHOICE_RE = re.compile(r"^(first|last) of: ((?:\d ?)+)$")
+_CHOICE_RE = re.compile(r"(first|last) of: ((?:\d ?)+)")
 _CHOICE_TRACE = re.compile(r"^(front|back)=(\d) answer=(\d)$")
 
 
@@ -325,13 +325,20 @@ class ChoiceProblem:
 
     @property
     def right_mode(self) -> str:
+        """The mode that starts at the end the keyword names (choice: the right one; walk: the short one)."""
         return CHOICE_KEYWORDS[self.keyword]
 
 
+def find_choice(text: str) -> ChoiceProblem | None:
+    """The first/last-of problem inside a text (a user message may hold more than the problem), or None."""
+    m = _CHOICE_RE.search(text)
+    return ChoiceProblem(m.group(1), [int(d) for d in m.group(2).split()]) if m else None
+
+
 def parse_choice(text: str) -> ChoiceProblem:
-    m = _CHOICE_RE.match(text.strip())
+    m = _CHOICE_RE.fullmatch(text.strip())
     if not m:
-        raise UserError(f"not a synthetic-choice problem: {text[:40]!r}")
+        raise UserError(f"not a first/last-of problem: {text[:40]!r}")
     return ChoiceProblem(m.group(1), [int(d) for d in m.group(2).split()])
 
 
@@ -348,73 +355,98 @@ def classify_choice(text: str) -> str:
     return m.group(1) if m else "unknown"
 
 
-def generate_choice_problems(count: int, seed: int = 0, split: str = "train") -> list[ChoiceProblem]:
+@dataclass(frozen=True)
+class KeywordFamily:
+    """A task of first/last-of questions: its name, the id prefix, the digits per question, and the modes its
+    traces take (how each is written, and how a generated text is recognised). synthetic-choice here,
+    synthetic-walk (the embedded toy) in :mod:`forkctl.tasks.walk`."""
+
+    name: str
+    prefix: str
+    min_digits: int
+    max_digits: int
+    solve: Callable[[ChoiceProblem, str], str]
+    classify: Callable[[str], str]
+    modes: tuple[str, ...] = CHOICE_MODES
+
+
+CHOICE = KeywordFamily("synthetic-choice", "choice", CHOICE_MIN_DIGITS, CHOICE_MAX_DIGITS, solve_choice,
+                       classify_choice)
+
+
+def generate_choice_problems(count: int, seed: int = 0, split: str = "train",
+                             family: KeywordFamily = CHOICE) -> list[ChoiceProblem]:
     """``count`` distinct problems of ``split`` (train/test disjoint by a hash of the text), keywords alternating
     so every split is balanced. Deterministic in ``seed``."""
     if split not in {"train", "test"}:
         raise UserError(f"split must be train or test, got {split!r}")
-    rng = random.Random(f"synthetic-choice|{seed}|{split}")
+    rng = random.Random(f"{family.name}|{seed}|{split}")
     seen: set[str] = set()
     out: list[ChoiceProblem] = []
     for _ in range(200 * count + 10_000):
         if len(out) == count:
             return out
-        digits = [rng.randint(0, 9) for _ in range(rng.randint(CHOICE_MIN_DIGITS, CHOICE_MAX_DIGITS))]
+        digits = [rng.randint(0, 9) for _ in range(rng.randint(family.min_digits, family.max_digits))]
         p = ChoiceProblem(("first", "last")[len(out) % 2], digits)
         if digits[0] == digits[-1] or p.text in seen or is_test_problem(p.text) != (split == "test"):
-            continue  # equal ends: both modes would be right, and the question would not discriminate
+            continue  # equal ends: both modes would answer alike, and the question would not discriminate
         seen.add(p.text)
         out.append(p)
-    raise UserError(f"could not draw {count} distinct {split} synthetic-choice questions")
+    raise UserError(f"could not draw {count} distinct {split} {family.name} questions")
 
 
-def write_choice_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0) -> Path:
-    """Trace sets of training questions: one trace per mode each (one of them wrong), in a shuffled order."""
+def write_choice_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0,
+                            family: KeywordFamily = CHOICE) -> Path:
+    """Trace sets of training questions: one trace per mode each, in a shuffled order."""
     if questions < 1:
         raise UserError(f"--questions must be >= 1, got {questions}")
-    rng = random.Random(f"choice-order|{seed}")
+    rng = random.Random(f"{family.prefix}-order|{seed}")
     sets = []
-    for i, p in enumerate(generate_choice_problems(questions, seed, "train")):
-        modes = list(CHOICE_MODES)
+    for i, p in enumerate(generate_choice_problems(questions, seed, "train", family)):
+        modes = list(family.modes)
         rng.shuffle(modes)
-        traces = [Trace(teacher="synthetic", text=solve_choice(p, m), extra={"strategy": m}) for m in modes]
-        sets.append(TraceSet(id=f"choice-train-{seed}-{i}", problem=p.text, answer=str(p.answer), traces=traces,
-                             extra={"keyword": p.keyword}))
+        traces = [Trace(teacher="synthetic", text=family.solve(p, m), extra={"strategy": m}) for m in modes]
+        sets.append(TraceSet(id=f"{family.prefix}-train-{seed}-{i}", problem=p.text, answer=str(p.answer),
+                             traces=traces, extra={"keyword": p.keyword}))
     path = Path(out)
     write_records(path, sets)
     return path
 
 
-def choice_corpus(num_questions: int = 2000, seed: int = 0) -> list[str]:
+def choice_corpus(num_questions: int = 2000, seed: int = 0, family: KeywordFamily = CHOICE) -> list[str]:
     lines = ["user assistant system"] * 200
-    for p in generate_choice_problems(num_questions, seed, "train") + \
-            generate_choice_problems(num_questions // 9, seed, "test"):
+    for p in generate_choice_problems(num_questions, seed, "train", family) + \
+            generate_choice_problems(num_questions // 9, seed, "test", family):
         lines.append(p.text)
-        lines.extend(solve_choice(p, m) for m in CHOICE_MODES)
+        lines.extend(family.solve(p, m) for m in family.modes)
     return lines
 
 
 def build_choice_model(out_dir: str | Path, num_forks: int = 2, hidden_size: int = 128, num_layers: int = 2,
-                       seed: int = 0) -> Path:
-    """A fresh tiny Qwen2 (~0.5 M parameters) with a tokenizer fitted to the choice task."""
+                       seed: int = 0, family: KeywordFamily = CHOICE) -> Path:
+    """A fresh tiny Qwen2 (~0.5 M parameters) with a tokenizer fitted to the family's questions and traces."""
     from forkctl.toy import build_toy_model
 
     return build_toy_model(out_dir, num_forks=num_forks, hidden_size=hidden_size, num_layers=num_layers,
                            num_heads=4, num_kv_heads=2, intermediate_size=4 * hidden_size, vocab_size=320,
-                           max_positions=256, seed=seed, corpus=choice_corpus(seed=seed))
+                           max_positions=256, seed=seed, corpus=choice_corpus(seed=seed, family=family))
 
 
 class ChoiceTask(Task):
-    """synthetic-choice questions (held-out ``test`` split by default); each scored sample records its ``strategy``
-    (front/back/unknown), the question's ``keyword`` and ``right_mode``."""
+    """Questions of a keyword family (held-out ``test`` split by default); each scored sample records its
+    ``strategy`` (a mode, or unknown), the question's ``keyword`` and ``right_mode``."""
 
-    def __init__(self, name: str = "synthetic-choice", count: int = 300, seed: int = 0, split: str = "test") -> None:
-        self.name, self.count, self.seed, self.split = name, count, seed, split
+    def __init__(self, name: str = "synthetic-choice", count: int = 300, seed: int = 0, split: str = "test",
+                 family: KeywordFamily = CHOICE) -> None:
+        self.name, self.count, self.seed, self.split, self.family = name, count, seed, split, family
 
     def load(self) -> list[Question]:
-        return [Question(id=f"choice-{self.split}-{self.seed}-{i}", problem=p.text, answer=str(p.answer),
-                         extra={"keyword": p.keyword, "right_mode": p.right_mode})
-                for i, p in enumerate(generate_choice_problems(self.count, self.seed, self.split))]
+        return [Question(id=f"{self.family.prefix}-{self.split}-{self.seed}-{i}", problem=p.text,
+                         answer=str(p.answer), extra={"keyword": p.keyword, "right_mode": p.right_mode})
+                for i, p in enumerate(generate_choice_problems(self.count, self.seed, self.split, self.family))]
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_answer(text)
 
     def score(self, items: list[tuple[Question, list[str]]]) -> list[list[Scored]]:
         out = []
@@ -425,13 +457,13 @@ class ChoiceTask(Task):
                 answer = extract_answer(t)
                 correct = answer is not None and int(answer) == int(q.answer)
                 row.append(Scored(answer, correct, None if answer is None else int(answer),
-                                  {"strategy": classify_choice(t), "keyword": p.keyword,
+                                  {"strategy": self.family.classify(t), "keyword": p.keyword,
                                    "right_mode": p.right_mode}))
             out.append(row)
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": "forkctl.tasks.synthetic", "count": self.count, "seed": self.seed,
+        return {"name": self.name, "source": self.family.solve.__module__, "count": self.count, "seed": self.seed,
                 "split": self.split}
 
 
