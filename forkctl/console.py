@@ -38,10 +38,13 @@ def note(message: str) -> None:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]], right: tuple[int, ...] = ()) -> Any:
-    """A rich table; columns never truncate their cells (they wrap), so 80 columns stay readable."""
+    """A rich table in inspect's compact style (a rule under the header, no borders); columns never truncate their
+    cells (they wrap), so 80 columns stay readable."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+              collapse_padding=True, min_width=min(len(title), stdout().width) if title else None)
     for i, name in enumerate(columns):
         t.add_column(name, justify="right" if i in right else "left", overflow="fold")
     for row in rows:
