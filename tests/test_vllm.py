@@ -27,8 +27,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow,
 
 def vllm_env() -> dict[str, str]:
     # KV cache space must be set (the worker is bound to one memory node); keep vLLM's sockets on loopback.
+    # PYTHONPATH: the venv imports this checkout, whichever one its editable install was made from
     return capped_env(1, VLLM_CPU_KVCACHE_SPACE="1", VLLM_HOST_IP="127.0.0.1", VLLM_NO_USAGE_STATS="1",
-                      DO_NOT_TRACK="1")
+                      DO_NOT_TRACK="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
 
 
 def test_eval_with_the_offline_vllm_backend(toy_model, questions_file, tmp_path):
