@@ -186,7 +186,7 @@ class Pipeline:
         elif any(v is None for v in material["upstream"].values()):
             action, reason = "run", "an input stage runs first"
         elif stage.kind in ALWAYS_RUN:
-            action, reason = "run", "it only reports (always runs)"
+            action, reason = "run", "a report: always runs"
         elif state is None:
             action, reason = "run", "never run here"
         elif state["fingerprint"] != fp:
