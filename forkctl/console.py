@@ -37,14 +37,20 @@ def note(message: str) -> None:
     _err.print(message, markup=False)
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]], right: tuple[int, ...] = ()) -> Any:
-    """A rich table in inspect's compact style (a rule under the header, no borders); columns never truncate their
-    cells (they wrap), so 80 columns stay readable."""
+def compact_table(title: str | None, width: int) -> Any:
+    """An empty rich table in the house style (a rule under the header, no borders), for a console ``width``
+    wide: at least as wide as its title, so a narrow table does not wrap its own title."""
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-              collapse_padding=True, min_width=min(len(title), stdout().width) if title else None)
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                 collapse_padding=True, min_width=min(len(title), width) if title else None)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]], right: tuple[int, ...] = ()) -> Any:
+    """A rich table in the house style; columns never truncate their cells (they wrap), so 80 columns stay
+    readable."""
+    t = compact_table(title, stdout().width)
     for i, name in enumerate(columns):
         t.add_column(name, justify="right" if i in right else "left", overflow="fold")
     for row in rows:

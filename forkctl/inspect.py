@@ -486,13 +486,10 @@ def tables_for(reports: list[dict[str, Any]], full: bool) -> list[Table]:
 
 
 def render_rich(tables: list[Table], console: Any) -> None:
-    from rich import box
-    from rich.table import Table as RichTable
+    from forkctl.console import compact_table
 
     for t in tables:
-        # min_width: a narrow table must not wrap its own title
-        rt = RichTable(title=t.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-                       collapse_padding=True, min_width=min(len(t.title), console.width))
+        rt = compact_table(t.title, console.width)
         for c in t.columns:
             # fold, never ellipsis: a cut-off number or id would mislead
             rt.add_column(c.name, justify="left" if c.kind == "text" else "right", overflow="fold")
