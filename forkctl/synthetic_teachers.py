@@ -1,10 +1,11 @@
 """Teachers for the synthetic multi-strategy task, served over the OpenAI chat-completions protocol on 127.0.0.1.
 
 Each served model name is one strategy of :mod:`forkctl.tasks.synthetic` (``forward``, ``backward``,
-``direct``) or a walk of :mod:`forkctl.tasks.walk` (``front``, ``back``); ``<strategy>+sloppy`` answers wrongly on about half of the questions (decided by a hash of the
-question, so reruns agree), which gives ``forkctl filter`` something to drop. The server is what ``forkctl run``
-starts for the embedded toy pipeline (``examples/toy``), so ``collect`` talks real HTTP to real teachers without a
-GPU or an API key. Standard library only.
+``direct``) or a walk of :mod:`forkctl.tasks.walk` (``front``, ``back``); ``<strategy>+sloppy`` answers wrongly
+on about half of the questions (decided by a hash of the question, so reruns agree), which gives ``forkctl
+filter`` something to drop. The server is what ``forkctl run`` starts for the embedded toy pipeline
+(``examples/toy``), so ``collect`` talks real HTTP to real teachers without a GPU or an API key. Standard library
+only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from forkctl.tasks import walk
-from forkctl.tasks.synthetic import PROBLEM_PREFIX, STRATEGIES, parse_problem, solve
+from forkctl.tasks.synthetic import PROBLEM_PREFIX, STRATEGIES, find_choice, parse_problem, solve
 
 SLOPPY = "+sloppy"
 MODELS = STRATEGIES + walk.WALKS
@@ -37,7 +38,7 @@ def answer(model: str, user_text: str) -> str:
         problem_text = user_text[start:].splitlines()[0]
         text = solve(parse_problem(problem_text), strategy)
     elif strategy in walk.WALKS:
-        problem = walk.find_problem(user_text)
+        problem = find_choice(user_text)
         if problem is None:
             raise ValueError("the user message holds no synthetic-walk problem ('first of: ...')")
         problem_text = problem.text

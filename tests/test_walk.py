@@ -13,8 +13,8 @@ from forkctl.cli import app
 from forkctl.errors import UserError
 from forkctl.records import Question, TraceSet, read_records
 from forkctl.tasks import get_task
-from forkctl.tasks.synthetic import ChoiceProblem as WalkProblem, generate_choice_problems, parse_choice
-from forkctl.tasks.walk import MAX_DIGITS, MIN_DIGITS, WALK, WALKS, classify, find_problem, solve, write_trace_sets
+from forkctl.tasks.synthetic import ChoiceProblem as WalkProblem, find_choice, generate_choice_problems, parse_choice
+from forkctl.tasks.walk import MAX_DIGITS, MIN_DIGITS, WALK, WALKS, classify, solve, write_trace_sets
 
 
 def generate_problems(count: int, seed: int, split: str) -> list[WalkProblem]:
@@ -52,8 +52,8 @@ def test_classifier_reads_the_first_step_even_when_truncated() -> None:
 
 
 def test_a_problem_is_found_inside_a_longer_user_message() -> None:
-    assert find_problem("Please answer.\nfirst of: 1 2 3 4 5\nThanks") == WalkProblem("first", [1, 2, 3, 4, 5])
-    assert find_problem("sum mod 10: a1 b2") is None
+    assert find_choice("Please answer.\nfirst of: 1 2 3 4 5\nThanks") == WalkProblem("first", [1, 2, 3, 4, 5])
+    assert find_choice("sum mod 10: a1 b2") is None
     with pytest.raises(UserError, match="not a first/last-of problem"):
         parse_problem("hello")
 

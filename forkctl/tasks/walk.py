@@ -29,7 +29,7 @@ from typing import Any
 
 from forkctl.errors import UserError
 from forkctl.tasks.synthetic import (CHOICE_MODES, ChoiceProblem, ChoiceTask, KeywordFamily, build_choice_model,
-                                     find_choice, write_choice_trace_sets)
+                                     write_choice_trace_sets)
 
 WALKS = CHOICE_MODES  # front, back
 MIN_DIGITS, MAX_DIGITS = 5, 8
@@ -52,7 +52,6 @@ def classify(text: str) -> str:
 
 
 WALK = KeywordFamily("synthetic-walk", "walk", MIN_DIGITS, MAX_DIGITS, solve, classify)
-find_problem = find_choice
 
 
 def write_trace_sets(out: str | Path, questions: int = 2000, seed: int = 0) -> Path:
