@@ -7,13 +7,22 @@ Each case: ``problem`` (a sample id or an inline problem), ``code``, and the exp
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lcb_sample.jsonl"
+import pytest
+
+# Where conftest looks too (FORKCTL_SHARED_DATA, else ../shared/data beside the checkout).
+SAMPLE = Path(os.environ.get("FORKCTL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) \
+    / "lcb_sample.jsonl"
 
 
 def load_sample() -> dict[str, dict[str, Any]]:
+    """The LiveCodeBench sample rows by id; skips the calling test (or module) when the shared data is absent, as
+    conftest's ``data_dir`` does."""
+    if not SAMPLE.exists():
+        pytest.skip(f"LiveCodeBench sample not found at {SAMPLE} (set FORKCTL_SHARED_DATA)", allow_module_level=True)
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
     return {row["id"]: row for row in rows}
 
