@@ -7,14 +7,12 @@ import base64
 import json
 import pickle
 import zlib
-from pathlib import Path
 
 import pytest
 
 from forkctl.tasks import get_task
 from forkctl.tasks.lcb import LCBTask, build_prompt, decode_private_tests, shard_names
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _encode(obj) -> str:
@@ -59,8 +57,8 @@ def test_restricted_unpickler_refuses_objects():
     assert shard_names("v6") == ["test6.jsonl"]
 
 
-def test_local_sample_file_and_prompts(monkeypatch):
-    monkeypatch.setenv("FORKCTL_DATA_DIR", str(DATA))
+def test_local_sample_file_and_prompts(monkeypatch, data_dir):
+    monkeypatch.setenv("FORKCTL_DATA_DIR", str(data_dir))
     task = get_task("lcb_sample")
     questions = task.load()
     assert len(questions) == 279 and task.describe()["private_tests"] is False
